@@ -1,0 +1,222 @@
+"""Evaluation on validation and test: image-quality metrics over whole sets, TensorBoard logs, CSV and summaries.
+
+Contract with the LightningModule: ``validation_step`` / ``test_step(batch, batch_idx, dataloader_idx=0)`` return
+``{"sr": (B, 3, H, W) in [0, 1], "gt": Tensor | None, "lq": Tensor, "name": list[str]}``. Set names and scales come
+from ``trainer.datamodule.eval_set_names`` / ``eval_set_scales`` (one per dataloader; else ``set{idx}`` and 4).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+
+from callbacks.image_logger import side_by_side
+from evaluation.collection import MetricCollection
+
+__all__ = ["DEFAULT_METRICS", "EvaluationCallback", "format_table"]
+
+DEFAULT_METRICS = ["psnr", "ssim", "psnr_rgb", "ssim_rgb", "lpips", "dists", "clipiqa", "musiq", "maniqa", "niqe"]
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4f}" if math.isfinite(value) else str(value)
+
+
+def format_table(results: dict[str, dict[str, Any]], names: list[str]) -> str:
+    """Markdown table, one row per dataset (``results[dataset]["metrics"]``), one column per metric; ``-`` where
+    a metric was skipped. Arrows give the better direction."""
+    arrows = {}
+    for summary in results.values():
+        arrows.update({k: "↑" if v else "↓" for k, v in summary.get("higher_is_better", {}).items()})
+    cols = [n for n in names if n in arrows]
+    lines = ["| dataset | images | " + " | ".join(f"{c} {arrows[c]}" for c in cols) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in cols) + " |"]
+    for dataset, summary in results.items():
+        values = summary["metrics"]
+        cells = [_fmt(values[c]) if c in values else "-" for c in cols]
+        lines.append(f"| {dataset} | {summary['num_images']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+class EvaluationCallback(L.Callback):
+    """Score every validation/test set with :class:`evaluation.MetricCollection` and report it.
+
+    Per dataloader it accumulates per-image rows over the whole set (and FID's set statistics); at epoch end it
+    gathers the rows of all ranks, logs ``val/<dataset>/<metric>`` or ``test/<dataset>/<metric>``, and rank 0
+    writes ``<out_dir>/<stage>/<dataset>/per_image.csv``, ``summary.md`` and ``summary.json`` (skipped metrics with
+    their reason) plus ``<out_dir>/<stage>/summary.md|json`` over all sets; the test table is printed. The first
+    ``log_images`` images of each set go to TensorBoard as LQ | SR | GT. Metric networks live here, never in the
+    LightningModule, so they stay out of optimizers and checkpoints. Sanity-check validation is not scored.
+
+    Args:
+        metrics: metric names (see :data:`evaluation.METRICS`).
+        weights: weight files by key (``vgg16``, ``alexnet``, ``dists``, ``fid``, ``clipiqa``, ``musiq``, ``maniqa``,
+            ``niqe``); others come from the ``$TORCH_HOME/hub`` caches.
+        crop_border: PSNR/SSIM border crop; None = each set's scale.
+        log_images: images per set logged to TensorBoard.
+        out_dir: where the CSV/summaries go; None = ``<trainer.log_dir>/eval``.
+        quantize: score 8-bit-rounded images (as saved PNGs).
+    """
+
+    def __init__(self, metrics: list[str] | None = None, weights: dict[str, str] | None = None,
+                 crop_border: int | None = None, log_images: int = 4, out_dir: str | None = None,
+                 quantize: bool = True) -> None:
+        super().__init__()
+        self.metric_names = list(DEFAULT_METRICS if metrics is None else metrics)
+        self.weights, self.crop_border, self.log_images = dict(weights or {}), crop_border, log_images
+        self.out_dir, self.quantize = out_dir, quantize
+        self.results: dict[str, dict[str, dict[str, Any]]] = {}  # stage -> dataset -> summary
+        self._base: MetricCollection | None = None
+        self._sets: dict[int, MetricCollection] = {}
+        self._logged: dict[int, int] = {}
+
+    # ---- sets ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def set_names(trainer: L.Trainer, stage: str) -> list[str]:
+        names = list(getattr(getattr(trainer, "datamodule", None), "eval_set_names", None) or [])
+        batches = trainer.num_test_batches if stage == "test" else trainer.num_val_batches
+        count = max(len(names), len(batches or []))
+        return [names[i] if i < len(names) else f"set{i}" for i in range(count)]
+
+    @staticmethod
+    def set_scale(trainer: L.Trainer, idx: int) -> int:
+        scales = list(getattr(getattr(trainer, "datamodule", None), "eval_set_scales", None) or [])
+        return int(scales[idx]) if idx < len(scales) else 4
+
+    def collection(self, trainer: L.Trainer, pl_module: L.LightningModule, idx: int) -> MetricCollection:
+        """The collection of dataloader ``idx`` (metric networks built once, shared by all sets)."""
+        if self._base is None:
+            self._base = MetricCollection(self.metric_names, self.weights, self.crop_border or 0,
+                                          device=pl_module.device, quantize=self.quantize)
+        if idx not in self._sets:
+            border = self.crop_border if self.crop_border is not None else self.set_scale(trainer, idx)
+            self._sets[idx] = self._base.fork(crop_border=border)
+        return self._sets[idx]
+
+    # ---- hooks ---------------------------------------------------------------------------------------------
+    def _start(self, trainer: L.Trainer) -> None:
+        self._sets, self._logged = {}, {}
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start(trainer)
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start(trainer)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not trainer.sanity_checking:
+            self._batch("val", trainer, pl_module, outputs, batch_idx, dataloader_idx)
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._batch("test", trainer, pl_module, outputs, batch_idx, dataloader_idx)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._finish("val", trainer, pl_module)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finish("test", trainer, pl_module)
+        if trainer.is_global_zero and self.results.get("test"):
+            print(f"\nTest metrics\n{format_table(self.results['test'], self.metric_names)}")
+            for dataset, summary in self.results["test"].items():
+                for metric, reason in summary["skipped"].items():
+                    print(f"  {dataset}: {metric} skipped: {reason}")
+
+    def _batch(self, stage: str, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch_idx: int,
+               idx: int) -> None:
+        if not isinstance(outputs, dict) or "sr" not in outputs:
+            raise TypeError(f"EvaluationCallback: {stage} step must return a dict with 'sr', 'gt', 'lq', 'name' "
+                            f"(got {type(outputs).__name__})")
+        sr, gt, lq = outputs["sr"], outputs.get("gt"), outputs.get("lq")
+        names = outputs.get("name") or [f"{batch_idx:05d}_{i}" for i in range(sr.shape[0])]
+        self.collection(trainer, pl_module, idx).update(sr, gt, list(names))
+        done = self._logged.get(idx, 0)
+        if done < self.log_images and trainer.is_global_zero:
+            n = min(self.log_images - done, sr.shape[0])
+            self._log_images(stage, trainer, idx, [t for t in (lq, sr, gt) if t is not None], n, done)
+            self._logged[idx] = done + n
+
+    def _log_images(self, stage: str, trainer: L.Trainer, idx: int, images: list[torch.Tensor], n: int,
+                    first: int) -> None:
+        names = self.set_names(trainer, stage)
+        dataset = names[idx] if idx < len(names) else f"set{idx}"
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if experiment is None or not hasattr(experiment, "add_image"):
+                continue
+            for i in range(n):
+                grid = side_by_side(*[t[i : i + 1].detach() for t in images], max_items=1)  # (3, H, W*k)
+                experiment.add_image(f"{stage}/{dataset}/images/{first + i}", grid, global_step=trainer.global_step)
+
+    # ---- end of epoch --------------------------------------------------------------------------------------
+    @staticmethod
+    def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """All ranks' rows, without the duplicates a distributed sampler pads with, sorted by image name."""
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, rows)
+            rows = [row for part in gathered for row in part]
+        unique = {}
+        for row in rows:
+            unique.setdefault(row["name"], row)
+        return [unique[k] for k in sorted(unique)]
+
+    def _finish(self, stage: str, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        results: dict[str, dict[str, Any]] = {}
+        for idx, dataset in enumerate(self.set_names(trainer, stage)):  # same order on every rank (collectives)
+            coll = self.collection(trainer, pl_module, idx)
+            rows = self.gather_rows(coll.rows)
+            values = coll.compute(rows)
+            for metric, value in values.items():
+                pl_module.log(f"{stage}/{dataset}/{metric}", float(value), sync_dist=True, add_dataloader_idx=False)
+            results[dataset] = {
+                "stage": stage, "dataset": dataset, "num_images": len(rows), "scale": self.set_scale(trainer, idx),
+                "crop_border": coll.crop_border, "epoch": trainer.current_epoch, "global_step": trainer.global_step,
+                "metrics": values, "higher_is_better": {k: coll.higher_is_better(k) for k in values},
+                "skipped": dict(coll.skipped),
+            }
+            if trainer.is_global_zero:
+                self._write_set(self._out_dir(trainer) / stage / dataset, rows, results[dataset], coll.names)
+        self.results[stage] = results
+        if trainer.is_global_zero and results:
+            self._write_overview(self._out_dir(trainer) / stage, results)
+        self._sets = {}
+
+    def _out_dir(self, trainer: L.Trainer) -> Path:
+        if self.out_dir is not None:
+            return Path(self.out_dir)
+        return Path(trainer.log_dir or trainer.default_root_dir) / "eval"
+
+    @staticmethod
+    def _write_set(folder: Path, rows: list[dict[str, Any]], summary: dict[str, Any], names: list[str]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        columns = [n for n in names if any(n in row for row in rows)]
+        with open(folder / "per_image.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["name", *columns], restval="")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
+        lines = [f"# {summary['stage']} / {summary['dataset']}", "",
+                 f"{summary['num_images']} images, scale x{summary['scale']}, PSNR/SSIM border crop "
+                 f"{summary['crop_border']}, epoch {summary['epoch']}, step {summary['global_step']}", "",
+                 format_table({summary["dataset"]: summary}, names)]
+        if summary["skipped"]:
+            lines += ["", "Skipped:"] + [f"- {k}: {v}" for k, v in summary["skipped"].items()]
+        (folder / "summary.md").write_text("\n".join(lines) + "\n")
+
+    def _write_overview(self, folder: Path, results: dict[str, dict[str, Any]]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "summary.json").write_text(json.dumps(results, indent=2, allow_nan=True) + "\n")
+        skipped = [f"- {d}: {m}: {r}" for d, s in results.items() for m, r in s["skipped"].items()]
+        text = format_table(results, self.metric_names) + ("\n\nSkipped:\n" + "\n".join(skipped) if skipped else "")
+        (folder / "summary.md").write_text(text + "\n")

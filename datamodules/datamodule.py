@@ -1,0 +1,171 @@
+"""The LightningDataModule: HQ folders (or the bundled photos) for training, paired/LQ-only folders for evaluation.
+
+The Real-ESRGAN degradation runs batched on the batch's device in ``on_after_batch_transfer`` (training only), as a
+seedable batch transform (DESIGN.md, "Data"). Every argument is YAML friendly (LightningCLI ``data:`` section).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from .datasets import DemoEvalDataset, EpochSampler, HQImageDataset, PairedImageDataset, predict_dataset
+from .degradation import KernelSampler, RealESRGANDegradation
+from .images import DEFAULT_MAX_PIXELS, DataError
+
+
+@dataclass
+class EvalSet:
+    """One validation/test set: a paired (``lq_dir`` + ``gt_dir``) or LQ-only (``lq_dir``) folder, or the demo set.
+
+    ``demo=True`` ignores the folders and uses :class:`DemoEvalDataset` (bundled photos degraded with the ``light``
+    preset, seeded by the DataModule's ``seed``). ``max_images`` keeps the first N LQ files in sorted order.
+    """
+
+    name: str
+    lq_dir: str | None = None
+    gt_dir: str | None = None
+    scale: int = 4
+    demo: bool = False
+    max_images: int | None = None
+
+
+class SRDataModule(LightningDataModule):
+    """Training crops + Real-ESRGAN degradation (reference.md section 5), evaluation sets, a predict folder.
+
+    - Training: HQ images from ``train_dirs`` (recursive; ``None`` -> the photos bundled in scikit-image), random
+      ``crop_size`` crops (reflect padding for small images), horizontal flip, per-sample kernels. Each rank draws
+      different positions of one global epoch order (:class:`EpochSampler`, a ``DistributedSampler`` Lightning keeps);
+      ``epoch_length`` sets the samples per epoch (drawn with replacement), else one pass over the images (at least
+      one batch per rank). Batches are degraded in :meth:`on_after_batch_transfer` by ``degradation`` (default:
+      ``RealESRGANDegradation()``, the ``realesrgan`` preset at x4) in fp32, seeded ``seed + global_rank``.
+    - Validation / test: one dataloader per :class:`EvalSet`, batch size 1 (sizes differ), names in
+      :attr:`eval_set_names` (the test names while testing, else the validation names).
+    - Predict: LQ images of ``predict_dir``; unreadable files are dropped with a warning.
+
+    Folders are validated in :meth:`setup`: a missing or empty folder raises :class:`DataError` naming it.
+    """
+
+    def __init__(
+        self,
+        train_dirs: list[str] | None = None,
+        crop_size: int = 512,
+        batch_size: int = 1,
+        num_workers: int = 2,
+        degradation: RealESRGANDegradation | None = None,
+        val_sets: list[EvalSet] | None = None,
+        test_sets: list[EvalSet] | None = None,
+        predict_dir: str | None = None,
+        seed: int = 0,
+        epoch_length: int | None = None,
+        flip: bool = True,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        super().__init__()
+        self.train_dirs, self.crop_size, self.batch_size = train_dirs, crop_size, batch_size
+        self.num_workers, self.seed, self.epoch_length, self.flip = num_workers, seed, epoch_length, flip
+        self.max_pixels, self.predict_dir = max_pixels, predict_dir
+        self.degradation = degradation if degradation is not None else RealESRGANDegradation()
+        self.val_sets, self.test_sets = list(val_sets or []), list(test_sets or [])
+        for sets in (self.val_sets, self.test_sets):
+            names = [s.name for s in sets]
+            if len(set(names)) != len(names):
+                raise DataError(f"Eval set names must be unique, got {names}")
+        self.train_dataset: HQImageDataset | None = None
+        self.val_datasets: list[Dataset] = []
+        self.test_datasets: list[Dataset] = []
+        self.predict_dataset: Dataset | None = None
+
+    @property
+    def scale(self) -> int:
+        """Super-resolution factor of the training degradation."""
+        return int(getattr(self.degradation, "scale", 4))
+
+    @property
+    def val_set_names(self) -> list[str]:
+        return [s.name for s in self.val_sets]
+
+    @property
+    def test_set_names(self) -> list[str]:
+        return [s.name for s in self.test_sets]
+
+    @property
+    def eval_set_names(self) -> list[str]:
+        """Names of the current evaluation dataloaders, indexed by ``dataloader_idx``."""
+        testing = self.trainer is not None and self.trainer.testing
+        return self.test_set_names if testing else self.val_set_names
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return int(self.trainer.global_rank), int(self.trainer.world_size)
+
+    def _build_eval(self, spec: EvalSet) -> Dataset:
+        if spec.demo:
+            return DemoEvalDataset(scale=spec.scale, preset="light", seed=self.seed)
+        if spec.lq_dir is None:
+            raise DataError(f"Eval set '{spec.name}' needs lq_dir (or demo: true)")
+        return PairedImageDataset(spec.lq_dir, spec.gt_dir, scale=spec.scale, name=spec.name,
+                                  max_images=spec.max_images, max_pixels=self.max_pixels)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            if self.crop_size % self.scale:
+                raise DataError(f"crop_size {self.crop_size} must be divisible by the degradation scale {self.scale}")
+            self.train_dataset = HQImageDataset(
+                self.train_dirs, crop_size=self.crop_size, flip=self.flip,
+                kernel_sampler=KernelSampler(self.degradation.config), seed=self.seed, max_pixels=self.max_pixels,
+            )
+            self.degradation.set_seed(self.seed + self._rank_and_world()[0])
+        if stage in (None, "fit", "validate"):
+            self.val_datasets = [self._build_eval(s) for s in self.val_sets]
+        if stage in (None, "test"):
+            self.test_datasets = [self._build_eval(s) for s in self.test_sets]
+        if stage in (None, "predict"):
+            if self.predict_dir is None:
+                if stage == "predict":
+                    raise DataError("predict needs `data.predict_dir`: a folder of LQ images")
+            else:
+                self.predict_dataset = predict_dataset(self.predict_dir, self.max_pixels)
+
+    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
+        return DataLoader(dataset, num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
+                          persistent_workers=self.num_workers > 0, **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            self.setup("fit")
+        rank, world = self._rank_and_world()
+        sampler = EpochSampler(len(self.train_dataset), self.epoch_length, num_replicas=world, rank=rank,
+                               seed=self.seed, min_per_rank=self.batch_size)
+        return self._loader(self.train_dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(ds, batch_size=1, shuffle=False) for ds in self.val_datasets]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(ds, batch_size=1, shuffle=False) for ds in self.test_datasets]
+
+    def predict_dataloader(self) -> DataLoader:
+        if self.predict_dataset is None:
+            self.setup("predict")
+        return self._loader(self.predict_dataset, batch_size=1, shuffle=False)
+
+    def degrade(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Apply the degradation in fp32 on the device of ``batch["gt"]``; returns the degraded batch."""
+        device = batch["gt"].device
+        self.degradation.to(device)
+        with torch.autocast(device_type=device.type, enabled=False):
+            fp32 = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in batch.items()}
+            with torch.no_grad():
+                out = self.degradation(fp32)
+        return {**{k: v for k, v in batch.items() if not torch.is_tensor(v)}, **out}
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.trainer is not None and self.trainer.training and isinstance(batch, dict) and "gt" in batch:
+            return self.degrade(batch)
+        return batch

@@ -1,0 +1,282 @@
+"""Map-style datasets: HQ training crops (+ per-sample kernels), paired/LQ-only evaluation sets, the demo set.
+
+Training randomness (crop, flip, kernels, replacement of a broken file) comes from one NumPy generator per item,
+``np.random.default_rng([seed, epoch, position])``, where ``position`` is the item's place in the epoch's global
+sample order (:class:`EpochSampler`). An item is therefore the same whatever the number of workers, and different
+for every rank and worker because each position is drawn by exactly one of them. Plain integer indices (no sampler)
+mean ``epoch = 0, position = index``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, DistributedSampler
+
+from .images import (
+    DEFAULT_MAX_PIXELS, BadImageError, DataError, bundled_photo_tensors, check_image, image_size, load_image,
+    scan_images,
+)
+
+SampleKey = tuple[int, int, int]  # (dataset index, epoch, global position in the epoch)
+_MAX_RETRIES = 32
+
+
+def reflect_pad_to(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Reflect-pad (3, H, W) symmetrically to at least (height, width); repeats the reflection for tiny images."""
+    while image.shape[-2] < height or image.shape[-1] < width:
+        h, w = image.shape[-2:]
+        ph, pw = max(height - h, 0), max(width - w, 0)
+        mode = "reflect" if min(h, w) > 1 else "replicate"
+        if mode == "reflect":  # one reflection adds at most (size - 1) pixels per side
+            ph, pw = min(ph, 2 * (h - 1)), min(pw, 2 * (w - 1))
+        pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)  # (left, right, top, bottom)
+        image = F.pad(image[None], pad, mode=mode)[0]
+    return image
+
+
+def random_crop(image: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """(3, H, W) -> (3, size, size), reflect padding first when the image is smaller than the crop."""
+    image = reflect_pad_to(image, size, size)
+    top = int(rng.integers(0, image.shape[-2] - size + 1))
+    left = int(rng.integers(0, image.shape[-1] - size + 1))
+    return image[:, top:top + size, left:left + size]
+
+
+def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, H, W) -> (3, size, size) from the centre, reflect padding first when needed."""
+    image = reflect_pad_to(image, size, size)
+    top, left = (image.shape[-2] - size) // 2, (image.shape[-1] - size) // 2
+    return image[:, top:top + size, left:left + size]
+
+
+class HQImageDataset(Dataset):
+    """High-quality training crops for the Real-ESRGAN pipeline (reference.md section 5, "Per sample (CPU, dataset)").
+
+    Items: ``{"gt": (3, crop, crop) in [0, 1], "kernel1", "kernel2", "sinc_kernel": (21, 21) float32, "path": str}``
+    (kernels only with a ``kernel_sampler``). ``folders=None`` uses the photos bundled in scikit-image. A file that
+    cannot be decoded is skipped with one warning naming it (per process; workers are separate processes) and a
+    random other image is returned in its place; the dataset fails only when no image at all can be read.
+    """
+
+    def __init__(
+        self,
+        folders: Sequence[str] | None = None,
+        crop_size: int = 512,
+        flip: bool = True,
+        kernel_sampler: object | None = None,  # KernelSampler: (rng) -> dict of (21, 21) float32 arrays
+        seed: int = 0,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        recursive: bool = True,
+    ) -> None:
+        if crop_size < 1:
+            raise DataError(f"crop_size must be positive, got {crop_size}")
+        self.crop_size, self.flip, self.seed, self.max_pixels = crop_size, flip, seed, max_pixels
+        self.kernel_sampler = kernel_sampler
+        self._photos: list[torch.Tensor] | None = None
+        if folders:
+            found = [p for folder in folders for p in scan_images(folder, recursive)]
+            self.paths = [str(p) for p in dict.fromkeys(found)]  # de-duplicated, order kept
+        else:
+            photos = bundled_photo_tensors()
+            self.paths = [f"skimage.data/{name}" for name, _ in photos]
+            self._photos = [image for _, image in photos]
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _load(self, index: int) -> torch.Tensor:
+        if self._photos is not None:
+            return self._photos[index]
+        return load_image(self.paths[index], self.max_pixels)
+
+    def _skip(self, index: int, err: BadImageError) -> None:
+        if index not in self._bad:
+            self._bad.add(index)
+            warnings.warn(f"Skipping unreadable training image: {err}", stacklevel=2)
+
+    def __getitem__(self, key: int | SampleKey) -> dict[str, torch.Tensor | str]:
+        index, epoch, position = (key, 0, key) if isinstance(key, int) else key
+        rng = np.random.default_rng([self.seed, epoch, position])
+        for _ in range(_MAX_RETRIES):
+            try:
+                image = self._load(index)  # (3, H, W)
+                break
+            except BadImageError as err:
+                self._skip(index, err)
+                good = [i for i in range(len(self)) if i not in self._bad]
+                if not good:
+                    raise DataError(f"None of the {len(self)} training images could be read") from err
+                index = good[int(rng.integers(0, len(good)))]
+        else:
+            raise DataError(f"{_MAX_RETRIES} unreadable training images in a row; last: '{self.paths[index]}'")
+        gt = random_crop(image, self.crop_size, rng)  # (3, crop, crop)
+        if self.flip and rng.random() < 0.5:
+            gt = gt.flip(-1)
+        item: dict[str, torch.Tensor | str] = {"gt": gt.contiguous(), "path": self.paths[index]}
+        if self.kernel_sampler is not None:
+            for name, kernel in self.kernel_sampler(rng).items():
+                item[name] = torch.as_tensor(kernel, dtype=torch.float32)  # (21, 21)
+        return item
+
+
+class EpochSampler(DistributedSampler):
+    """Training order for one rank: yields :data:`SampleKey` ``(index, epoch, position)``.
+
+    The epoch's global order has ``total`` positions (``epoch_length`` drawn with replacement, or else concatenated
+    permutations of the data set) rounded up to a multiple of ``num_replicas`` and to at least
+    ``min_per_rank`` per rank; rank ``r`` takes positions ``r, r + R, ...``. It is a ``DistributedSampler``, so
+    Lightning calls ``set_epoch`` on it and does not replace it under DDP.
+    """
+
+    def __init__(
+        self, dataset_size: int, epoch_length: int | None = None, num_replicas: int = 1, rank: int = 0,
+        seed: int = 0, min_per_rank: int = 1,
+    ) -> None:
+        super().__init__(range(dataset_size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.dataset_size, self.epoch_length = dataset_size, epoch_length
+        base = max(epoch_length or dataset_size, min_per_rank * num_replicas)
+        self.num_samples = math.ceil(base / num_replicas)
+        self.total_size = self.num_samples * num_replicas
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        rng = np.random.default_rng([self.seed, self.epoch, 2**31 - 1])  # order stream, separate from item streams
+        if self.epoch_length is not None:
+            order = rng.integers(0, self.dataset_size, size=self.total_size)
+        else:
+            rounds = math.ceil(self.total_size / self.dataset_size)
+            order = np.concatenate([rng.permutation(self.dataset_size) for _ in range(rounds)])
+        for position in range(self.rank, self.total_size, self.num_replicas):
+            yield int(order[position]), int(self.epoch), position
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def _pair_key(path: Path, root: Path) -> str:
+    return str(path.relative_to(root).with_suffix(""))
+
+
+class PairedImageDataset(Dataset):
+    """Evaluation set from an LQ folder and an optional GT folder, matched by relative path and file stem.
+
+    An LQ stem may also carry a ``x{scale}`` suffix (DIV2K: ``0801x4.png`` <-> ``0801.png``). Items:
+    ``{"lq": (3, h, w), "gt": (3, h*scale, w*scale) when gt_dir, "path": lq path, "name": stem}``. At construction
+    every file is checked cheaply (:func:`check_image`): unreadable ones are dropped with one warning naming them;
+    an LQ without its GT or a GT whose size is not LQ size x scale raises :class:`DataError` naming the files.
+    """
+
+    def __init__(
+        self, lq_dir: str, gt_dir: str | None = None, scale: int = 4, name: str | None = None,
+        max_images: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, recursive: bool = True,
+    ) -> None:
+        self.scale, self.max_pixels = scale, max_pixels
+        self.name = name or Path(lq_dir).name
+        lq_root = Path(lq_dir).expanduser()
+        lq_files = scan_images(lq_root, recursive)[:max_images]
+        gt_by_key: dict[str, Path] = {}
+        if gt_dir is not None:
+            gt_root = Path(gt_dir).expanduser()
+            for path in scan_images(gt_root, recursive):
+                key = _pair_key(path, gt_root)
+                if key in gt_by_key:
+                    raise DataError(f"Two GT files share the stem '{key}': '{gt_by_key[key]}' and '{path}'")
+                gt_by_key[key] = path
+        suffix = re.compile(rf"[xX]{scale}$")
+        pairs: list[tuple[Path, Path | None]] = []
+        missing: list[str] = []
+        for lq in lq_files:
+            gt = None
+            if gt_dir is not None:
+                key = _pair_key(lq, lq_root)
+                gt = gt_by_key.get(key) or gt_by_key.get(suffix.sub("", key))
+                if gt is None:
+                    missing.append(str(lq))
+            pairs.append((lq, gt))
+        if missing:
+            shown = ", ".join(f"'{m}'" for m in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise DataError(f"Eval set '{self.name}': LQ image(s) without a GT of the same stem in '{gt_dir}': {shown}")
+        self.pairs = [pair for pair in pairs if self._usable(*pair)]
+        if not self.pairs:
+            raise DataError(f"Eval set '{self.name}': no readable images in '{lq_dir}'")
+
+    def _usable(self, lq: Path, gt: Path | None) -> bool:
+        for path in (lq, gt):
+            if path is None:
+                continue
+            try:
+                check_image(path, self.max_pixels)
+            except BadImageError as err:
+                warnings.warn(f"Eval set '{self.name}': skipping '{lq}': {err}", stacklevel=3)
+                return False
+        if gt is not None:
+            self._check_sizes(lq, gt, image_size(lq, self.max_pixels), image_size(gt, self.max_pixels))
+        return True
+
+    def _check_sizes(self, lq: Path, gt: Path, lq_hw: Sequence[int], gt_hw: Sequence[int]) -> None:
+        want = (lq_hw[0] * self.scale, lq_hw[1] * self.scale)
+        if tuple(gt_hw) != want:
+            raise DataError(
+                f"Eval set '{self.name}': GT '{gt}' is {gt_hw[1]}x{gt_hw[0]} (WxH) but LQ '{lq}' is "
+                f"{lq_hw[1]}x{lq_hw[0]}; with scale {self.scale} the GT must be {want[1]}x{want[0]}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        lq_path, gt_path = self.pairs[index]
+        item: dict[str, torch.Tensor | str] = {"lq": load_image(lq_path, self.max_pixels), "path": str(lq_path),
+                                               "name": lq_path.stem}
+        if gt_path is not None:
+            gt = load_image(gt_path, self.max_pixels)  # (3, H, W)
+            self._check_sizes(lq_path, gt_path, item["lq"].shape[-2:], gt.shape[-2:])
+            item["gt"] = gt
+        return item
+
+
+class DemoEvalDataset(Dataset):
+    """Deterministic paired test set: centre crops of the bundled photos degraded by the Real-ESRGAN pipeline.
+
+    GT: ``size x size`` centre crop of each scikit-image photo; LQ: :class:`RealESRGANDegradation` (``preset``,
+    seeded with ``seed``) with kernels from ``np.random.default_rng(seed)``. Same arguments, same tensors.
+    """
+
+    def __init__(self, scale: int = 4, size: int = 256, preset: str = "light", seed: int = 0) -> None:
+        from .degradation import KernelSampler, RealESRGANDegradation
+
+        if size % scale:
+            raise DataError(f"DemoEvalDataset: size {size} is not divisible by scale {scale}")
+        photos = bundled_photo_tensors()
+        self.names = [name for name, _ in photos]
+        self.gt = torch.stack([center_crop(image, size) for _, image in photos])  # (N, 3, size, size)
+        degradation = RealESRGANDegradation(preset=preset, scale=scale, seed=seed)
+        sampler = KernelSampler(degradation.config)
+        rng = np.random.default_rng(seed)
+        kernels = [sampler(rng) for _ in self.names]
+        batch = {"gt": self.gt.clone()}
+        for key in kernels[0]:
+            batch[key] = torch.stack([torch.as_tensor(k[key], dtype=torch.float32) for k in kernels])
+        with torch.no_grad():
+            self.lq = degradation(batch)["lq"].float().clamp(0, 1)  # (N, 3, size/scale, size/scale)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        name = self.names[index]
+        return {"lq": self.lq[index], "gt": self.gt[index], "path": f"skimage.data/{name}", "name": name}
+
+
+def predict_dataset(folder: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> PairedImageDataset:
+    """LQ-only set for ``predict``: items ``{"lq", "path", "name"}``; unreadable files dropped with a warning."""
+    return PairedImageDataset(str(folder), gt_dir=None, name=Path(folder).name, max_pixels=max_pixels)

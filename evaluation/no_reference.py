@@ -1,0 +1,229 @@
+"""No-reference metrics: CLIPIQA (our code on piq's CLIP), and MUSIQ, MANIQA, NIQE from pyiqa (optional extra).
+
+The papers computed these with pyiqa (StrSR sec. 4.1: "All the metrics are evaluated by pyiqa"), so the defaults
+are pyiqa's: ``clipiqa`` = CLIP RN50 without positional embedding and pyiqa's five antonym prompt pairs, ``musiq``
+= the KonIQ-10k checkpoint, ``maniqa`` = the KonIQ-10k checkpoint (20 uniform 224 crops), ``niqe`` = the original
+parameters on the MATLAB Y channel. Weights are local files (``weights.<name>``, else pyiqa's cache
+``$TORCH_HOME/hub/pyiqa/``); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+from types import ModuleType
+from typing import Any
+from unittest import mock
+
+import torch
+from torch import Tensor
+
+from evaluation.metrics import Metric, MetricUnavailable, resolve_weight, torch_home
+
+__all__ = ["CLIPIQA", "MUSIQ", "MANIQA", "NIQE", "CLIPIQA_PROMPTS", "clip_prompt_tokens", "load_pyiqa_state"]
+
+_PYIQA_WEIGHTS = "the IQA-PyTorch weights (huggingface.co/chaofengc/IQA-PyTorch-Weights/{file})"
+
+# pyiqa's ensemble of antonym pairs for ``clipiqa`` (archs/clipiqa_arch.py), with their CLIP BPE ids (no SOT/EOT),
+# computed once with OpenAI's tokenizer (``clip.tokenize``); tests re-check them when a CLIP tokenizer is installed.
+CLIPIQA_PROMPTS: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("Good image", (886, 2867)), ("bad image", (2103, 2867)),
+    ("Sharp image", (8157, 2867)), ("blurry image", (21977, 2867)),
+    ("sharp edges", (8157, 20938)), ("blurry edges", (21977, 20938)),
+    ("High resolution image", (1400, 9977, 2867)), ("low resolution image", (1042, 9977, 2867)),
+    ("Noise-free image", (9307, 268, 1139, 2867)), ("noisy image", (33495, 2867)),
+)
+_SOT, _EOT = 49406, 49407
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# A small CLIP (RN + text transformer) for random-init runs: same classes as RN50, a fraction of the width.
+TINY_CLIP: dict[str, Any] = dict(embed_dim=32, image_resolution=64, vision_layers=(1, 1, 1, 1), vision_width=8,
+                                 vision_patch_size=None, context_length=77, vocab_size=49408, transformer_width=64,
+                                 transformer_heads=1, transformer_layers=1)
+
+
+def clip_prompt_tokens(context_length: int = 77) -> Tensor:
+    """The prompt pairs as CLIP token ids, ``[SOT, ..., EOT, 0...]``. -> (10, context_length) int64."""
+    tokens = torch.zeros(len(CLIPIQA_PROMPTS), context_length, dtype=torch.long)
+    for i, (_, ids) in enumerate(CLIPIQA_PROMPTS):
+        row = (_SOT, *ids, _EOT)
+        tokens[i, : len(row)] = torch.tensor(row)
+    return tokens
+
+
+def _clip_state(path: str) -> dict[str, Tensor]:
+    """OpenAI's ``RN50.pt`` (a TorchScript archive) or a plain state dict."""
+    try:
+        return torch.jit.load(path, map_location="cpu").state_dict()
+    except RuntimeError:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return state.get("state_dict", state)
+
+
+class CLIPIQA(Metric):
+    """CLIP-IQA (Wang et al., AAAI 2023, sec. 3.1) as pyiqa's ``clipiqa``: for each antonym pair, the softmax of
+    ``100 cos(f_img, f_text)`` over (positive, negative), averaged over the pairs; in [0, 1], higher is better.
+
+    CLIP RN50 from OpenAI's ``RN50.pt`` (``weights.clipiqa``; default ``$TORCH_HOME/hub/clip/RN50.pt`` or
+    ``~/.cache/clip/RN50.pt``), run at native resolution without the attention-pool positional embedding. The
+    architecture is piq's copy of OpenAI's CLIP; ``random_init=True`` builds it with ``clip_config`` (default
+    :data:`TINY_CLIP`).
+    """
+
+    name = "clipiqa"
+
+    def __init__(self, weights: dict[str, str] | None = None, random_init: bool = False,
+                 clip_config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        from piq.feature_extractors.clip import CLIP, build_model
+
+        if random_init:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                clip = CLIP(**(clip_config or TINY_CLIP))
+        else:
+            path = resolve_weight(
+                "clipiqa", weights, ("clipiqa",), [torch_home() / "clip" / "RN50.pt", "~/.cache/clip/RN50.pt"],
+                "OpenAI CLIP (openaipublic.azureedge.net/clip/models/afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63"
+                "bc04b6762/RN50.pt)")
+            clip = build_model(_clip_state(path))
+        self.clip = clip.float()
+        with torch.no_grad():
+            text = self.clip.encode_text(clip_prompt_tokens(self.clip.context_length)).float()  # (10, D)
+        self.register_buffer("text", text / text.norm(dim=-1, keepdim=True), persistent=False)
+        self.register_buffer("mean", torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        self.freeze()
+
+    @torch.no_grad()
+    def update(self, sr: Tensor, gt: Tensor | None = None) -> Tensor:
+        self.check_pair(sr, gt)
+        image = self.clip.encode_image((sr.float() - self.mean) / self.std, pos_embedding=False).float()  # (B, D)
+        image = image / image.norm(dim=-1, keepdim=True)
+        logits = self.clip.logit_scale.exp() * image @ self.text.T  # (B, 10)
+        probs = logits.reshape(sr.shape[0], -1, 2).softmax(dim=-1)[..., 0]  # (B, 5)
+        return probs.mean(dim=1).double().cpu()
+
+
+def _pyiqa_module(metric: str, module: str) -> ModuleType:
+    try:
+        return importlib.import_module(f"pyiqa.archs.{module}")
+    except ImportError as err:
+        raise MetricUnavailable(metric, f"python package 'pyiqa' ({type(err).__name__}: {err})",
+                                "the optional extra: pip install 'onestep-sr[iqa]' (PolyForm Noncommercial licence)") from None
+
+
+def load_pyiqa_state(net: torch.nn.Module, path: str) -> None:
+    """Load a pyiqa checkpoint (plain, or under ``params``; ``module.`` prefixes stripped), strictly."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - older pyiqa files are full pickles of a local file the user chose
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    state = state.get("params", state)
+    net.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+
+
+class _PyIQAMetric(Metric):
+    """A pyiqa network in eval mode; ``update`` returns its (B, 1) output as (B,)."""
+
+    net: torch.nn.Module
+
+    @torch.no_grad()
+    def update(self, sr: Tensor, gt: Tensor | None = None) -> Tensor:
+        self.check_pair(sr, gt)
+        return self.net(sr.float()).reshape(sr.shape[0]).double().cpu()
+
+
+class MUSIQ(_PyIQAMetric):
+    """MUSIQ (Ke et al., ICCV 2021), pyiqa ``musiq``: multi-scale patches (native + longer side 224, 384), KonIQ
+    checkpoint ``musiq_koniq_ckpt-e95806b9.pth``; ~0..100, higher is better. ``random_init`` uses ``config``."""
+
+    name = "musiq"
+
+    def __init__(self, weights: dict[str, str] | None = None, random_init: bool = False,
+                 config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        arch = _pyiqa_module("musiq", "musiq_arch")
+        if random_init:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self.net = arch.MUSIQ(pretrained=False, **(config or {}))
+        else:
+            file = "musiq_koniq_ckpt-e95806b9.pth"
+            path = resolve_weight("musiq", weights, ("musiq",), torch_home() / "pyiqa" / file,
+                                  _PYIQA_WEIGHTS.format(file=file))
+            self.net = arch.MUSIQ(pretrained=False)
+            load_pyiqa_state(self.net, path)
+        self.freeze()
+
+
+class MANIQA(_PyIQAMetric):
+    """MANIQA (Yang et al., CVPRW 2022), pyiqa ``maniqa``: ViT-B/8 features, transposed attention + Swin blocks,
+    KonIQ checkpoint ``ckpt_koniq10k.pt`` (scale 0.8), mean over 20 uniform 224x224 crops; higher is better.
+
+    pyiqa builds its ViT with ``timm.create_model(..., pretrained=True)``; the checkpoint holds the ViT weights, so
+    we build it with ``pretrained=False`` (no download). ``random_init`` takes ``config``: MANIQA arguments plus
+    ``vit`` (timm overrides, e.g. a smaller patch/width for tests).
+    """
+
+    name = "maniqa"
+
+    def __init__(self, weights: dict[str, str] | None = None, random_init: bool = False,
+                 config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        arch = _pyiqa_module("maniqa", "maniqa_arch")
+        config = dict(config or {})
+        vit_overrides = config.pop("vit", {}) if random_init else {}
+        create = arch.timm.create_model
+
+        def offline_create(name: str, pretrained: bool = False, **kwargs: Any) -> torch.nn.Module:  # noqa: ARG001
+            return create(name, pretrained=False, **{**kwargs, **vit_overrides})
+
+        path = None
+        if not random_init:
+            file = "ckpt_koniq10k.pt"
+            path = resolve_weight("maniqa", weights, ("maniqa",), torch_home() / "pyiqa" / file,
+                                  _PYIQA_WEIGHTS.format(file=file))
+            config = {"train_dataset": "koniq", "scale": 0.8}
+        with torch.random.fork_rng(devices=[]), mock.patch.object(arch.timm, "create_model", offline_create):
+            torch.manual_seed(0)
+            self.net = arch.MANIQA(pretrained=False, **config)
+        if path is not None:
+            load_pyiqa_state(self.net, path)
+        self.freeze()
+
+
+class NIQE(_PyIQAMetric):
+    """NIQE (Mittal et al., 2013), pyiqa ``niqe``: MVG distance of the image's NSS features to the pristine model
+    ``niqe_modelparameters.mat`` (``mu_prisparam``, ``cov_prisparam``), MATLAB Y channel, 96x96 blocks; lower is
+    better. ``random_init`` draws a pristine model (36-d mean, SPD covariance) from a fixed seed."""
+
+    name = "niqe"
+    higher_is_better = False
+
+    def __init__(self, weights: dict[str, str] | None = None, random_init: bool = False) -> None:
+        super().__init__()
+        arch = _pyiqa_module("niqe", "niqe_arch")
+        if random_init:
+            import scipy.io
+
+            g = torch.Generator().manual_seed(0)
+            a = torch.randn(36, 36, generator=g, dtype=torch.float64)
+            params = {"mu_prisparam": torch.rand(1, 36, generator=g, dtype=torch.float64).numpy(),
+                      "cov_prisparam": (a @ a.T / 36 + torch.eye(36, dtype=torch.float64)).numpy()}
+            with tempfile.NamedTemporaryFile(suffix=".mat") as f:
+                scipy.io.savemat(f.name, params)
+                self.net = arch.NIQE(test_y_channel=True, pretrained_model_path=f.name)
+        else:
+            file = "niqe_modelparameters.mat"
+            path = resolve_weight("niqe", weights, ("niqe",), torch_home() / "pyiqa" / file,
+                                  _PYIQA_WEIGHTS.format(file=file))
+            self.net = arch.NIQE(test_y_channel=True, pretrained_model_path=path)
+        self.freeze()
+
+    @torch.no_grad()
+    def update(self, sr: Tensor, gt: Tensor | None = None) -> Tensor:
+        self.check_pair(sr, gt)
+        if min(sr.shape[-2:]) < 96:
+            raise ValueError(f"niqe needs images of at least 96x96 pixels, got {tuple(sr.shape[-2:])}")
+        return self.net(sr.double()).reshape(sr.shape[0]).double().cpu()

@@ -1,0 +1,219 @@
+"""Shared G/D plumbing for every one-step GAN module (TUDSR stage 1 and 2, StrSR).
+
+The module owns the generator, the discriminator and the optimisation schedule; the loss objects own no trainable
+network. Subclasses differ only in *when* ``generator_update`` / ``discriminator_update`` are called (per batch,
+per chunk, alternating) and in ``infer`` (how an LQ image becomes an SR image at evaluation time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from losses.weighted import WeightedLoss
+from lightning_modules.guard import NonFiniteGuard
+
+
+def _adamw(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=5e-5)
+
+
+class OneStepGANModule(L.LightningModule):
+    """Manual-optimisation GAN with gradient accumulation, clipping, a non-finite guard and trainable-only checkpoints.
+
+    Args:
+        generator: one-step generator (``forward(lq_up, lq) -> sr``, ``trainable_named_parameters()``).
+        discriminator: multi-level discriminator (``forward(x) -> list[logits]``, ``trainable_named_parameters()``).
+        reconstruction: weighted reconstruction/perceptual terms, ``(sr, gt, step) -> (loss, terms)``.
+        adversarial: ``generator_loss(fake, real)`` / ``discriminator_loss(real, fake)`` (soft-label BCE, RaGAN).
+        gan_weight: weight of the adversarial generator term (TUDSR lambda2 = 0.5, StrSR 0.1).
+        disc_weight: weight of the discriminator loss (TUDSR lambda2 = 0.5, StrSR 1).
+        r1: optional approximated R1 penalty on real images (StrSR), ``(D, real, real_logits) -> loss``.
+        optimizer_g, optimizer_d: optimizer factories from YAML (``class_path: torch.optim.AdamW``).
+        accumulate: batches (or chunks) per optimizer step.
+        grad_clip: max global grad norm per network (None: off).
+        max_skips: consecutive non-finite steps tolerated before the run stops.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        reconstruction: WeightedLoss,
+        adversarial: nn.Module,
+        gan_weight: float = 0.5,
+        disc_weight: float = 0.5,
+        r1: nn.Module | None = None,
+        optimizer_g: OptimizerCallable = _adamw,
+        optimizer_d: OptimizerCallable = _adamw,
+        accumulate: int = 1,
+        grad_clip: float | None = 1.0,
+        max_skips: int = 10,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.strict_loading = False  # checkpoints hold trainable weights only
+        self.generator = generator
+        self.discriminator = discriminator
+        self.reconstruction = reconstruction
+        self.adversarial = adversarial
+        self.r1 = r1
+        self.gan_weight = gan_weight
+        self.disc_weight = disc_weight
+        self.optimizer_g = optimizer_g
+        self.optimizer_d = optimizer_d
+        if accumulate < 1:
+            raise ValueError(f"accumulate must be >= 1, got {accumulate}")
+        self.accumulate = accumulate
+        self.grad_clip = grad_clip
+        self.guard = NonFiniteGuard(max_skips)
+
+    # ---------------------------------------------------------------- parameters and checkpoints
+    def generator_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.generator.trainable_named_parameters()]
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.discriminator.trainable_named_parameters()]
+
+    def trainable_names(self) -> set[str]:
+        names = {f"generator.{n}" for n, _ in self.generator.trainable_named_parameters()}
+        names |= {f"discriminator.{n}" for n, _ in self.discriminator.trainable_named_parameters()}
+        return names
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer_g(self.generator_parameters()), self.optimizer_d(self.discriminator_parameters())]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep only state owned by modules that own a trainable parameter (LoRA, MLP, heads + their SN buffers)."""
+        owners = {name.rsplit(".", 1)[0] + "." for name in self.trainable_names()}
+        state = checkpoint["state_dict"]
+        checkpoint["state_dict"] = {k: v for k, v in state.items() if k.rsplit(".", 1)[0] + "." in owners}
+        checkpoint["guard"] = self.guard.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "guard" in checkpoint:
+            self.guard.load_state_dict(checkpoint["guard"])
+
+    # ---------------------------------------------------------------- loss computations (shared by all schedules)
+    @contextmanager
+    def frozen_discriminator(self) -> Iterator[None]:
+        """Generator step: heads in eval (no spectral-norm power iteration) and no grads to head weights;
+        gradients still flow through D to the generator output."""
+        params = self.discriminator_parameters()
+        was_training = self.discriminator.training
+        flags = [p.requires_grad for p in params]
+        self.discriminator.eval()
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p, flag in zip(params, flags):
+                p.requires_grad_(flag)
+            self.discriminator.train(was_training)
+
+    def generator_loss(self, sr: Tensor, gt: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """L_G = reconstruction terms + gan_weight * adversarial generator term (TUDSR eq. 8, StrSR eq. 10)."""
+        loss, terms = self.reconstruction(sr, gt, step=self.global_step)
+        with self.frozen_discriminator():
+            if getattr(self.adversarial, "needs_real_for_generator", False):  # relativistic losses (RaGAN)
+                real_logits, fake_logits = self.discriminator.forward_pair(gt, sr)
+            else:
+                real_logits, fake_logits = None, self.discriminator(sr)
+        adv = self.adversarial.generator_loss(fake_logits, real_logits)
+        terms = {**terms, "g_adv": adv.detach()}
+        return loss + self.gan_weight * adv, terms
+
+    def discriminator_loss(self, sr: Tensor, gt: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """L_D = disc_weight * adversarial discriminator term (+ approximated R1); D sees the detached output."""
+        real_logits, fake_logits = self.discriminator.forward_pair(gt, sr.detach())  # one augmentation for both
+        d_adv = self.adversarial.discriminator_loss(real_logits, fake_logits)
+        loss = self.disc_weight * d_adv
+        terms = {"d_adv": d_adv.detach(),
+                 "d_real_logit": torch.stack([r.float().mean() for r in real_logits]).mean().detach(),
+                 "d_fake_logit": torch.stack([f.float().mean() for f in fake_logits]).mean().detach()}
+        if self.r1 is not None:
+            # R1 compares D(gt) with D(gt + noise) under the same (no) augmentation
+            r1 = self.r1(lambda x: self.discriminator(x, augment=False), gt)
+            loss = loss + r1
+            terms["d_r1"] = r1.detach()
+        return loss, terms
+
+    # ---------------------------------------------------------------- optimisation
+    def _optimize(self, which: str, loss: Tensor, terms: dict[str, Tensor], step_now: bool) -> bool:
+        """Backward ``loss / accumulate``; on ``step_now`` clip, step and zero the grads. Returns True if stepped.
+
+        A non-finite loss is never backpropagated; non-finite gradients are never applied (the guard counts, logs
+        and eventually stops the run naming the offending term)."""
+        opt_g, opt_d = self.optimizers()
+        opt, params = (opt_g, self.generator_parameters()) if which == "g" else (opt_d, self.discriminator_parameters())
+        if self.guard.check_loss(which, loss, terms):
+            # gradient sync (DDP) only on the backward that precedes a step
+            sync = step_now or not hasattr(self.trainer.strategy, "block_backward_sync")
+            with nullcontext() if sync else self.trainer.strategy.block_backward_sync():
+                self.manual_backward(loss / self.accumulate)
+        if not step_now:
+            return False
+        stepped = False
+        if self.guard.check_grads(which, params):
+            if self.grad_clip:
+                self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+            opt.step()
+            stepped = True
+        opt.zero_grad(set_to_none=True)
+        self.guard.end_step(which, stepped)
+        self.log(f"train/{which}_skipped_steps", float(self.guard.total_skips[which]), on_step=True)
+        return stepped
+
+    def generator_update(self, sr: Tensor, gt: Tensor, step_now: bool) -> dict[str, Tensor]:
+        loss, terms = self.generator_loss(sr, gt)
+        self._optimize("g", loss, terms, step_now)
+        return {"g_total": loss.detach(), **terms}
+
+    def discriminator_update(self, sr: Tensor, gt: Tensor, step_now: bool) -> dict[str, Tensor]:
+        loss, terms = self.discriminator_loss(sr, gt)
+        self._optimize("d", loss, terms, step_now)
+        return {"d_total": loss.detach(), **terms}
+
+    def log_terms(self, terms: dict[str, Tensor], batch_size: int) -> None:
+        self.log_dict({f"train/{k}": v.float() for k, v in terms.items()}, on_step=True, prog_bar=False,
+                      batch_size=batch_size)
+
+    # ---------------------------------------------------------------- data helpers
+    @staticmethod
+    def lq_at_target(batch: dict[str, Tensor]) -> Tensor:
+        """The LQ bicubic-upsampled to the GT size (``lq_up`` when the degradation already did it)."""
+        if "lq_up" in batch:
+            return batch["lq_up"]
+        return F.interpolate(batch["lq"], size=batch["gt"].shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+
+    # ---------------------------------------------------------------- evaluation
+    def infer(self, lq: Tensor, scale: int) -> Tensor:
+        """LQ (B, 3, h, w) -> SR (B, 3, h*scale, w*scale) in [0, 1]. Subclasses override (tiling, two stages)."""
+        up = F.interpolate(lq, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+        return self.generator(up, lq)
+
+    def _eval_scale(self, dataloader_idx: int) -> int:
+        scales = getattr(getattr(self.trainer, "datamodule", None), "eval_set_scales", None)
+        return int(scales[dataloader_idx]) if scales else 4
+
+    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, scale: int | None = None) -> dict[str, Any]:
+        scale = scale if scale is not None else self._eval_scale(dataloader_idx)
+        sr = self.infer(batch["lq"], scale)
+        return {"sr": sr.float().clamp(0, 1), "gt": batch.get("gt"), "lq": batch["lq"], "name": batch["name"]}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        return self._eval_step(batch, dataloader_idx)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        return self._eval_step(batch, dataloader_idx)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        return self._eval_step(batch, dataloader_idx, scale=getattr(self, "predict_scale", None) or 4)

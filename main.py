@@ -1,0 +1,54 @@
+"""onestep-sr entry point: ``python main.py {fit,validate,test,predict} --config configs/....yaml``."""
+
+from __future__ import annotations
+
+import sys
+from argparse import ArgumentError
+
+from lightning.pytorch.cli import LightningCLI
+
+from callbacks.prediction_writer import PredictionWriter
+from datamodules import SRDataModule
+from models.pretrained import MissingWeightsError
+
+
+class OneStepSRCLI(LightningCLI):
+    """LightningCLI with TensorBoard by default, the resolved config saved next to every run and a PNG writer."""
+
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - jsonargparse parser
+        parser.add_lightning_class_args(PredictionWriter, "writer")
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> OneStepSRCLI:
+    return OneStepSRCLI(
+        datamodule_class=SRDataModule,
+        subclass_mode_model=True,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"exit_on_error": False},
+        trainer_defaults={
+            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs"}},
+        },
+        args=args,
+        run=run,
+    )
+
+
+def main() -> None:
+    MissingWeightsError.last = None
+    try:
+        cli_main()
+    except Exception as err:
+        # One clear message, no stack trace from inside a library. jsonargparse re-wraps errors raised while it
+        # instantiates classes, so a missing weight is recognised by the last MissingWeightsError raised.
+        missing = err if isinstance(err, MissingWeightsError) else MissingWeightsError.last
+        if missing is not None:
+            print(f"error: {missing}", file=sys.stderr)
+            sys.exit(2)
+        if isinstance(err, ArgumentError):  # a bad option or config value: jsonargparse's own message suffices
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""One-step DiT super-resolution generator of StrSR (paper sec. 3.1-3.2, eq. 2-6; reference.md sec. 2).
+
+    z_t1 = E_VAE(bicubic-upsampled LR)                       (eq. 6; the LQ latent *is* z at sigma, no noise added)
+    c    = f_adapt(E_VLM(raw LR))                            (eq. 5)
+    z_0  = z_t1 - sigma * G_theta(z_t1, sigma, c)            (one Euler step of the rectified flow, eq. 2-4)
+    x    = D_VAE(z_0)
+
+The backbone (VAE, latent layout, transformer call, time convention) is a :class:`DiTBackend` strategy:
+``Flux2Backend`` (FLUX.2 [klein]) or ``ZImageBackend`` (Z-Image). LoRA (rank 256, alpha 256, gaussian, fp32) on
+the backend's documented Linear layers and the adaptive MLP are the only trainable parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.conditions.adapter_mlp import AdaptiveMLP
+from models.conditions.text import ConditionEncoder
+from models.lora import LORA_WEIGHT_NAME, LoraConfig, add_adapter, adapter_named_parameters, adapter_names
+from models.lora import load_adapter as load_lora_file
+from models.lora import save_adapter, set_trainable
+
+__all__ = ["DiTBackend", "OneStepDiTGenerator", "resolve_lora_targets", "MLP_WEIGHT_NAME"]
+
+MLP_WEIGHT_NAME = "adapter_mlp.safetensors"
+
+
+class DiTBackend(nn.Module):
+    """A frozen DiT backbone (transformer + VAE) seen through one latent convention.
+
+    - ``encode(x01 (B,3,H,W) [0,1], sample) -> z`` model-space latent (B, C, h, w), fp32;
+    - ``velocity(z, cond (B,L,text_dim), sigma) -> v`` (B, C, h, w), fp32, in the FLUX convention
+      z_t = (1 - sigma) z_0 + sigma * noise, v = noise - z_0, hence z_0 = z_t - sigma * v;
+    - ``decode(z) -> x01`` (B, 3, H, W) clamped to [0, 1].
+
+    Subclasses set ``transformer``, ``vae`` and ``lora_targets`` (module-name suffixes). The whole backend is
+    frozen and stays in eval mode (LoRA layers injected later live in ``transformer`` and are trained by name).
+    """
+
+    lora_targets: tuple[str, ...] = ()
+    transformer: nn.Module
+    vae: nn.Module
+
+    @property
+    def text_dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def pixel_multiple(self) -> int:
+        """Input sizes must be multiples of this: VAE downsampling x 2 (2x2 patches in both backbones)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1) * 2
+
+    def encode(self, x01: Tensor, sample: bool = False) -> Tensor:
+        raise NotImplementedError
+
+    def velocity(self, z: Tensor, cond: Tensor, sigma: float) -> Tensor:
+        raise NotImplementedError
+
+    def decode(self, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> "DiTBackend":
+        return super().train(False)  # frozen base: always eval
+
+
+def resolve_lora_targets(model: nn.Module, suffixes: list[str] | tuple[str, ...]) -> list[str]:
+    """Full names of the ``nn.Linear`` modules of ``model`` whose name ends with one of ``suffixes`` (at a dot).
+
+    Needed because a suffix such as FLUX.2's ``to_out`` names a Linear in single blocks but a ModuleList in
+    double blocks (peft refuses the latter).
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    def is_linear(module: nn.Module) -> bool:  # a plain Linear, or one already wrapped by an earlier adapter
+        base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+        return isinstance(base, nn.Linear)
+
+    names = sorted(
+        name for name, module in model.named_modules()
+        if is_linear(module) and any(name == s or name.endswith("." + s) for s in suffixes)
+    )
+    if not names:
+        raise ValueError(f"no Linear layer of {type(model).__name__} matches the LoRA targets {list(suffixes)}")
+    return names
+
+
+def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Reflect-pad right/bottom to multiples of ``multiple`` (replicate where reflection is too short)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+class OneStepDiTGenerator(nn.Module):
+    """StrSR generator: one rectified-flow Euler step from the LQ latent at ``sigma`` (eq. 2-6).
+
+    Args:
+        backend: ``Flux2Backend`` or ``ZImageBackend``.
+        condition: ``VLMCondition`` (features of the raw LR, mapped by a trainable :class:`AdaptiveMLP`) or
+            ``TextEmbeddingCondition`` (a fixed embedding; an MLP is added only if its width differs from the
+            backbone's text width).
+        sigma: the flow time of the LQ latent (0.8: FLUX timestep 0.8, Z-Image model time 0.2).
+        lora: LoRA settings (StrSR: rank 256, alpha 256, gaussian); ``target_modules=None`` uses the backend's
+            documented suffixes. ``None``: no trainable adapter (inference; load one with :meth:`load_adapter`).
+        adapter_name: name of the trained adapter.
+        pad_multiple: inputs are reflect-padded to multiples of this (a multiple of the backend's
+            ``pixel_multiple``) and the output cropped back.
+        mlp_hidden: hidden width of the adaptive MLP (``None``: text_dim // 2).
+        sample_latents: in training mode, encode with ``latent_dist.sample()`` (the released code); eval mode
+            always uses the mode.
+    """
+
+    def __init__(
+        self,
+        backend: DiTBackend,
+        condition: ConditionEncoder,
+        sigma: float = 0.8,
+        lora: LoraConfig | None = None,
+        adapter_name: str = "strsr",
+        pad_multiple: int = 16,
+        mlp_hidden: int | None = None,
+        sample_latents: bool = True,
+    ) -> None:
+        super().__init__()
+        if pad_multiple % backend.pixel_multiple:
+            raise ValueError(f"pad_multiple={pad_multiple} must be a multiple of {backend.pixel_multiple}")
+        self.backend, self.condition = backend, condition
+        self.sigma, self.adapter_name, self.pad_multiple = float(sigma), adapter_name, pad_multiple
+        self.sample_latents = sample_latents
+        needs_mlp = condition.needs_adapter or condition.feature_dim != backend.text_dim
+        self.mlp = AdaptiveMLP(condition.feature_dim, backend.text_dim, mlp_hidden) if needs_mlp else None
+        self.lora = lora
+        if lora is not None:
+            targets = resolve_lora_targets(backend.transformer, lora.target_modules or backend.lora_targets)
+            add_adapter(backend.transformer, dataclasses.replace(lora, target_modules=targets), adapter_name)
+            set_trainable(backend.transformer, adapter_name)
+
+    # --- parameters and modes ---------------------------------------------------------------------------------
+    def trainable_named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """LoRA of ``adapter_name`` + the adaptive MLP, named as in ``self.named_parameters()``."""
+        if self.lora is not None:
+            for name, p in adapter_named_parameters(self.backend.transformer, self.adapter_name):
+                yield f"backend.transformer.{name}", p
+        if self.mlp is not None:
+            for name, p in self.mlp.named_parameters():
+                yield f"mlp.{name}", p
+
+    def train(self, mode: bool = True) -> "OneStepDiTGenerator":
+        super().train(mode)
+        self.backend.eval()
+        self.condition.eval()
+        return self
+
+    # --- forward ----------------------------------------------------------------------------------------------
+    def encode_condition(self, lq: Tensor | None, batch_size: int, cond_features: Tensor | None = None) -> Tensor:
+        """Condition tokens at the backbone's text width: (B, L, text_dim). ``cond_features`` (B, L, D_feat)
+        (e.g. from a :class:`~models.conditions.cache.FeatureCache`) replaces running the condition encoder."""
+        feats = cond_features if cond_features is not None else self.condition(lq, batch_size)
+        return self.mlp(feats) if self.mlp is not None else feats.float()
+
+    def denoise(self, z: Tensor, cond: Tensor) -> Tensor:
+        """One Euler step from ``sigma`` to 0: z_0 = z - sigma * v (fp32), z (B, C, h, w)."""
+        v = self.backend.velocity(z, cond, self.sigma)
+        return z.float() - self.sigma * v
+
+    def restore(self, lq_up: Tensor, cond: Tensor) -> Tensor:
+        """SR of ``lq_up`` (B, 3, H, W) [0, 1] given condition tokens (B, L, text_dim) -> (B, 3, H, W) [0, 1]."""
+        h, w = lq_up.shape[-2:]
+        x = _pad_to_multiple(lq_up, self.pad_multiple)
+        with torch.no_grad():  # frozen encoder, no gradient to the input needed
+            z = self.backend.encode(x, sample=self.training and self.sample_latents)
+        out = self.backend.decode(self.denoise(z, cond))
+        return out[..., :h, :w]
+
+    def forward(self, lq_up: Tensor, lq: Tensor | None = None, cond_features: Tensor | None = None) -> Tensor:
+        """lq_up (B, 3, H, W) [0, 1] at the target size, lq (B, 3, h, w) the raw LR for the VLM (or cached
+        ``cond_features``) -> SR (B, 3, H, W) [0, 1]."""
+        return self.restore(lq_up, self.encode_condition(lq, lq_up.shape[0], cond_features))
+
+    def tiled_forward(self, lq_up: Tensor, lq: Tensor | None = None, cond_features: Tensor | None = None,
+                      tile: int = 1024, overlap: int = 64) -> Tensor:
+        """Inference on large images: the condition is computed once from the whole LR, then ``tile`` x ``tile``
+        pixel tiles (``overlap`` shared pixels) are restored and blended with a linear feather (StrSR)."""
+        from models.inference.tiling import tiled_apply
+
+        if tile % self.pad_multiple:
+            raise ValueError(f"tile={tile} must be a multiple of pad_multiple={self.pad_multiple}")
+        h, w = lq_up.shape[-2:]
+        cond = self.encode_condition(lq, lq_up.shape[0], cond_features)  # (B, L, text_dim), once per image
+        x = _pad_to_multiple(lq_up, self.pad_multiple)
+        out = tiled_apply(x, lambda t: self.restore(t, cond), tile=tile, overlap=overlap, scale=1, weight="linear")
+        return out[..., :h, :w]
+
+    # --- export / import --------------------------------------------------------------------------------------
+    @staticmethod
+    def export_paths(path: str | Path) -> tuple[Path, Path]:
+        """(LoRA file, MLP file) of an export: a directory holds ``pytorch_lora_weights.safetensors`` and
+        ``adapter_mlp.safetensors``; a path ending in ``.safetensors`` is the LoRA file, the MLP sits next to it
+        as ``<stem>_mlp.safetensors``."""
+        p = Path(path).expanduser()
+        if p.suffix == ".safetensors":
+            return p, p.with_name(f"{p.stem}_mlp.safetensors")
+        return p / LORA_WEIGHT_NAME, p / MLP_WEIGHT_NAME
+
+    def export_adapter(self, path: str | Path) -> list[Path]:
+        """Write the LoRA (diffusers/peft format) and the adaptive MLP (plain state dict) as safetensors."""
+        from safetensors.torch import save_file
+
+        lora_file, mlp_file = self.export_paths(path)
+        written = []
+        if self.lora is not None:
+            written.append(save_adapter(self.backend.transformer, self.adapter_name, lora_file))
+        if self.mlp is not None:
+            mlp_file.parent.mkdir(parents=True, exist_ok=True)
+            state = {k: v.detach().cpu().contiguous() for k, v in self.mlp.state_dict().items()}
+            save_file(state, str(mlp_file), metadata={"in_dim": str(self.mlp.in_dim), "out_dim": str(self.mlp.out_dim),
+                                                      "hidden": str(self.mlp.hidden)})
+            written.append(mlp_file)
+        if not written:
+            raise ValueError("nothing to export: the generator has neither a LoRA adapter nor an adaptive MLP")
+        return written
+
+    def load_adapter(self, path: str | Path, name: str | None = None, trainable: bool = False) -> None:
+        """Load an export of :meth:`export_adapter`. The LoRA goes into adapter ``name`` (default
+        ``adapter_name``): into the existing adapter's weights if it exists, else as a new active adapter."""
+        from peft.utils import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        lora_file, mlp_file = self.export_paths(path)
+        name = name or self.adapter_name
+        transformer = self.backend.transformer
+        if lora_file.is_file():
+            if name in adapter_names(transformer):
+                result = set_peft_model_state_dict(transformer, load_file(str(lora_file)), adapter_name=name)
+                if getattr(result, "unexpected_keys", None):
+                    raise KeyError(f"LoRA file {lora_file} has keys the adapter lacks: {result.unexpected_keys[:5]}")
+                for _, p in adapter_named_parameters(transformer, name):
+                    p.requires_grad_(trainable)
+            else:
+                load_lora_file(transformer, lora_file, name, trainable=trainable)
+        elif self.lora is not None:
+            raise FileNotFoundError(f"no LoRA file at {lora_file}")
+        if self.mlp is not None:
+            if not mlp_file.is_file():
+                raise FileNotFoundError(f"no adaptive-MLP file at {mlp_file}")
+            self.mlp.load_state_dict(load_file(str(mlp_file)))

@@ -1,0 +1,96 @@
+"""Z-Image(-Turbo) backbone for the one-step DiT generator (StrSR, paper sec. 3.1-3.2; reference.md sec. 2).
+
+Facts read from diffusers' ``pipeline_z_image_img2img.py`` (the code below is our own):
+
+- VAE: ``AutoencoderKL`` with 16 latent channels; model space z = (latent - shift_factor) * scaling_factor
+  (Z-Image-Turbo: scaling 0.3611, shift 0.1159, read from ``vae.config``), decoded with z / scaling + shift.
+- ``ZImageTransformer2DModel`` takes a *list* of (C, 1, H, W) latents (one per sample), a timestep tensor (B,) and a
+  *list* of caption features (L_i, cap_feat_dim); it patchifies 2x2 internally and returns a list of (C, 1, H, W).
+- Reversed time convention: the model is fed t_model = 1 - sigma (the pipeline's ``(1000 - t) / 1000``; 0.2 at
+  sigma 0.8) and predicts -v, so the common-convention velocity is the *negated* output and the same update
+  z_0 = z_t - sigma * v applies (one ``FlowMatchEulerDiscreteScheduler`` step from sigma to 0).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from models.generators.dit_onestep import DiTBackend
+from models.pretrained import Source, freeze, from_hf, resolve_dtype
+
+__all__ = ["ZImageBackend", "ZIMAGE_LORA_TARGETS"]
+
+# StrSR released code (reference.md sec. 2), resolved to Linear layers by suffix.
+ZIMAGE_LORA_TARGETS: tuple[str, ...] = (
+    "to_q", "to_k", "to_v", "to_out.0", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3",
+)
+
+
+class ZImageBackend(DiTBackend):
+    """Z-Image transformer + its 16-channel ``AutoencoderKL`` behind the :class:`DiTBackend` interface.
+
+    Model-space latent: (B, 16, H/8, W/8), scaled and shifted; velocity returned in the common (FLUX) convention.
+
+    Args:
+        transformer: ``ZImageTransformer2DModel`` source (``Tongyi-MAI/Z-Image-Turbo``, subfolder ``transformer``).
+        vae: ``AutoencoderKL`` source (same repository, subfolder ``vae``).
+        dtype: weight dtype of the frozen transformer and VAE; LoRA stays fp32.
+        gradient_checkpointing: recompute the transformer blocks in backward.
+        pad_token_std: when the transformer is built from a random ``config``, its ``x_pad_token`` and
+            ``cap_pad_token`` (used to pad token sequences to multiples of 32) are drawn from N(0, std^2) so that
+            tiny models never run on uninitialised memory; pretrained weights are left untouched.
+    """
+
+    lora_targets = ZIMAGE_LORA_TARGETS
+
+    def __init__(
+        self,
+        transformer: Source,
+        vae: Source,
+        dtype: str = "bf16",
+        gradient_checkpointing: bool = False,
+        pad_token_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        from diffusers import AutoencoderKL, ZImageTransformer2DModel
+
+        torch_dtype = resolve_dtype(dtype)
+        self.transformer = from_hf("Z-Image transformer", ZImageTransformer2DModel, transformer, dtype=torch_dtype,
+                                   yaml_key="generator.backend.transformer.pretrained")
+        self.vae = from_hf("Z-Image VAE", AutoencoderKL, vae, dtype=torch_dtype,
+                           yaml_key="generator.backend.vae.pretrained")
+        if transformer.config is not None:
+            with torch.no_grad():
+                for token in (self.transformer.x_pad_token, self.transformer.cap_pad_token):
+                    token.normal_(0.0, pad_token_std)
+        freeze(self.transformer)
+        freeze(self.vae)
+        if gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+        self.scaling_factor = float(self.vae.config.scaling_factor)
+        shift = self.vae.config.shift_factor
+        self.shift_factor = float(shift) if shift is not None else 0.0
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.transformer.config.cap_feat_dim)
+
+    def encode(self, x01: Tensor, sample: bool = False) -> Tensor:
+        dist = self.vae.encode((x01 * 2 - 1).to(self.vae.dtype)).latent_dist
+        lat = dist.sample() if sample else dist.mode()  # (B, 16, H/8, W/8)
+        return (lat.float() - self.shift_factor) * self.scaling_factor
+
+    def velocity(self, z: Tensor, cond: Tensor, sigma: float) -> Tensor:
+        dtype = self.transformer.dtype
+        b = z.shape[0]
+        latents = list(z.to(dtype).unsqueeze(2).unbind(0))  # B x (C, 1, h, w)
+        captions = list(cond.to(dtype).unbind(0))  # B x (L_txt, D_text)
+        t_model = torch.full((b,), 1.0 - float(sigma), device=z.device, dtype=torch.float32)  # reversed time
+        out = self.transformer(latents, t_model, captions, return_dict=False)[0]  # B x (C, 1, h, w)
+        return -torch.stack([o.float() for o in out], dim=0).squeeze(2)  # (B, C, h, w), common convention
+
+    def decode(self, z: Tensor) -> Tensor:
+        lat = z.float() / self.scaling_factor + self.shift_factor
+        x = self.vae.decode(lat.to(self.vae.dtype), return_dict=False)[0]  # (B, 3, H, W)
+        return (x.float().clamp(-1, 1) + 1) / 2

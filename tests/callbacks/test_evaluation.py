@@ -1,0 +1,143 @@
+"""EvaluationCallback driven by a tiny Trainer: per-set aggregation equals the mean of the per-image CSV, skipped
+metrics carry their reason, LQ-only sets, logged keys and images, default set names."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader, Dataset
+
+from callbacks.evaluation import EvaluationCallback
+from evaluation import quantize_8bit
+
+
+class _Images(Dataset):
+    """Fixed (lq, sr, gt) triples; the "model" returns ``sr`` as its output."""
+
+    def __init__(self, n: int, size: int, seed: int, paired: bool) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.gt = torch.rand(n, 3, size, size, generator=g)
+        self.sr = (self.gt + 0.1 * torch.randn(self.gt.shape, generator=g)).clamp(0, 1)
+        self.seed, self.paired = seed, paired
+
+    def __len__(self) -> int:
+        return self.gt.shape[0]
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"lq": self.sr[i, :, ::2, ::2], "sr": self.sr[i], "name": f"img{self.seed}_{i}.png"}
+        return {**item, "gt": self.gt[i]} if self.paired else item
+
+
+class _Data(L.LightningDataModule):
+    eval_set_names = ["paired", "lq_only"]
+    eval_set_scales = [2, 4]
+
+    def _loaders(self) -> list[DataLoader]:
+        return [DataLoader(_Images(5, 24, 0, True), batch_size=2), DataLoader(_Images(2, 24, 1, False), batch_size=2)]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._loaders()
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._loaders()
+
+
+class _Model(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(1, 1)
+
+    def _step(self, batch: dict) -> dict:
+        return {"sr": batch["sr"], "gt": batch.get("gt"), "lq": batch["lq"], "name": batch["name"]}
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        return self._step(batch)
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        return self._step(batch)
+
+
+def _trainer(tmp_path, callback: EvaluationCallback) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", devices=1, logger=TensorBoardLogger(str(tmp_path), name="tb"),
+                     callbacks=[callback], enable_progress_bar=False, enable_checkpointing=False,
+                     enable_model_summary=False)
+
+
+def _read_csv(path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_test_stage_writes_csv_summaries_and_logs_the_csv_means(tmp_path, capsys) -> None:
+    missing = str(tmp_path / "missing_vgg16.pth")
+    callback = EvaluationCallback(metrics=["psnr", "ssim", "psnr_rgb", "lpips"], weights={"vgg16": missing},
+                                  out_dir=str(tmp_path / "eval"), log_images=3)
+    trainer = _trainer(tmp_path, callback)
+    trainer.test(_Model(), datamodule=_Data())
+
+    rows = _read_csv(tmp_path / "eval" / "test" / "paired" / "per_image.csv")
+    assert [r["name"] for r in rows] == [f"img0_{i}.png" for i in range(5)]
+    assert list(rows[0]) == ["name", "psnr", "ssim", "psnr_rgb"]
+    summary = json.loads((tmp_path / "eval" / "test" / "paired" / "summary.json").read_text())
+    assert summary["num_images"] == 5 and summary["crop_border"] == 2 and summary["scale"] == 2
+    for metric in ("psnr", "ssim", "psnr_rgb"):
+        csv_mean = math.fsum(float(r[metric]) for r in rows) / len(rows)
+        assert summary["metrics"][metric] == pytest.approx(csv_mean, rel=1e-12)
+        assert trainer.callback_metrics[f"test/paired/{metric}"].item() == pytest.approx(csv_mean, rel=1e-6)
+    # independent check of one CSV value: PSNR (Y, border 2) of the quantised first image
+    data = _Images(5, 24, 0, True)
+    sr, gt = quantize_8bit(data.sr[:1]).double(), quantize_8bit(data.gt[:1]).double()
+    w = torch.tensor([65.481, 128.553, 24.966], dtype=torch.float64).view(1, 3, 1, 1)
+    ys, yg = [((16 + (x * w).sum(1)) / 255)[:, 2:-2, 2:-2] for x in (sr, gt)]
+    assert float(rows[0]["psnr"]) == pytest.approx(-10 * math.log10(((ys - yg) ** 2).mean().item()), rel=1e-10)
+
+    assert missing in summary["skipped"]["lpips"]
+    md = (tmp_path / "eval" / "test" / "paired" / "summary.md").read_text()
+    assert "| paired | 5 |" in md and "lpips" in md and missing in md
+
+    lq = json.loads((tmp_path / "eval" / "test" / "lq_only" / "summary.json").read_text())
+    assert lq["metrics"] == {} and lq["skipped"]["psnr"] == "no ground truth in this set"
+    assert [r["name"] for r in _read_csv(tmp_path / "eval" / "test" / "lq_only" / "per_image.csv")] == \
+        ["img1_0.png", "img1_1.png"]
+    overview = json.loads((tmp_path / "eval" / "test" / "summary.json").read_text())
+    assert set(overview) == {"paired", "lq_only"}
+    assert "test/lq_only/psnr" not in trainer.callback_metrics
+
+    out = capsys.readouterr().out
+    assert "| paired | 5 |" in out and "lq_only: psnr skipped: no ground truth" in out
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(trainer.logger.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()["images"]
+    assert {"test/paired/images/0", "test/paired/images/2", "test/lq_only/images/1"} <= set(tags)
+    assert "test/paired/images/3" not in tags
+
+
+def test_validation_without_set_names_falls_back_to_set_idx_and_scale_4(tmp_path) -> None:
+    callback = EvaluationCallback(metrics=["psnr"], log_images=0)
+    trainer = _trainer(tmp_path, callback)
+    loaders = [DataLoader(_Images(3, 24, 2, True), batch_size=3)]
+    trainer.validate(_Model(), dataloaders=loaders)
+    result = callback.results["val"]["set0"]
+    assert result["crop_border"] == 4 and result["num_images"] == 3
+    rows = _read_csv(tmp_path / "tb" / "version_0" / "eval" / "val" / "set0" / "per_image.csv")
+    assert result["metrics"]["psnr"] == pytest.approx(math.fsum(float(r["psnr"]) for r in rows) / 3, rel=1e-12)
+    assert trainer.callback_metrics["val/set0/psnr"].item() == pytest.approx(result["metrics"]["psnr"], rel=1e-6)
+
+
+def test_a_step_that_breaks_the_contract_fails_clearly(tmp_path) -> None:
+    class Bad(_Model):
+        def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+            return None
+
+    trainer = _trainer(tmp_path, EvaluationCallback(metrics=["psnr"], out_dir=str(tmp_path)))
+    with pytest.raises(TypeError, match="must return a dict with 'sr'"):
+        trainer.test(Bad(), dataloaders=[DataLoader(_Images(1, 24, 0, True))])

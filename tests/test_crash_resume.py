@@ -1,0 +1,272 @@
+"""Crash-safe runs (issue 7): atomic checkpoint files, degradation state across a resume, SIGKILL + ``--ckpt_path last``."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import yaml
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from callbacks.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO
+from datamodules.degradation import DegradationConfig, KernelSampler, RealESRGANDegradation
+from lightning_modules.state import degradation_state_dict, fold_seed, load_degradation_state_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------- atomic checkpoints
+_TORCH_SAVE = torch.save  # the real one, kept before any test patches torch.save
+
+
+def _real_bytes(obj: dict) -> bytes:
+    buf = io.BytesIO()
+    _TORCH_SAVE(obj, buf)
+    return buf.getvalue()
+
+
+def test_atomic_save_roundtrip_and_overwrite(tmp_path: Path) -> None:
+    io_ = AtomicCheckpointIO()
+    path = tmp_path / "sub" / "last.ckpt"
+    io_.save_checkpoint({"global_step": 2, "w": torch.arange(4.0)}, path)
+    io_.save_checkpoint({"global_step": 4, "w": torch.arange(4.0) * 2}, path)  # overwrite by rename
+    loaded = io_.load_checkpoint(path)
+    assert loaded["global_step"] == 4 and torch.equal(loaded["w"], torch.arange(4.0) * 2)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+
+def test_exception_mid_save_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    io_ = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io_.save_checkpoint({"global_step": 2, "w": torch.ones(1000)}, path)
+    before = path.read_bytes()
+
+    def crashing_save(obj, f, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - torch.save's signature
+        data = _real_bytes(obj)
+        f.write(data[: len(data) // 2])  # half a checkpoint reaches the disk, then the "crash"
+        f.flush()
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(torch, "save", crashing_save)
+    with pytest.raises(OSError, match="simulated"):
+        io_.save_checkpoint({"global_step": 4, "w": torch.zeros(1000)}, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before  # previous checkpoint intact, byte for byte
+    assert io_.load_checkpoint(path)["global_step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # the partial temp file was removed
+
+
+def _killed_writer(path: str) -> None:
+    """Child process: start an atomic save, write half the bytes, then die without any cleanup (like SIGKILL)."""
+
+    def dying_save(obj, f, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        data = _real_bytes(obj)
+        f.write(data[: len(data) // 2])
+        f.flush()
+        os._exit(9)
+
+    torch.save = dying_save
+    AtomicCheckpointIO().save_checkpoint({"global_step": 4, "w": torch.zeros(1000)}, path)
+
+
+def test_process_killed_mid_save_leaves_only_a_stale_tmp(tmp_path: Path) -> None:
+    io_ = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io_.save_checkpoint({"global_step": 2, "w": torch.ones(1000)}, path)
+    before = path.read_bytes()
+    proc = mp.get_context("fork").Process(target=_killed_writer, args=(str(path),))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 9
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    assert tmp.exists() and 0 < tmp.stat().st_size < len(_real_bytes({"global_step": 4, "w": torch.zeros(1000)}))
+    assert path.read_bytes() == before
+    # Lightning's ckpt_path="last" only considers last*.ckpt: the stale temp file is never picked up
+    trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)], plugins=[AtomicCheckpointIO()])
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert trainer.checkpoint_callback._find_last_checkpoints(trainer) == {os.path.normpath(path)}
+    io_.save_checkpoint({"global_step": 6}, path)  # the next save replaces both
+    assert not tmp.exists() and io_.load_checkpoint(path)["global_step"] == 6
+
+
+# ---------------------------------------------------------------------------------------------- degradation state
+def _batch(n: int, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    sampler = KernelSampler(DegradationConfig.preset("light"))
+    rng = np.random.default_rng(seed)
+    items = [sampler(rng) for _ in range(n)]
+    batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    batch["gt"] = torch.rand(n, 3, 32, 32, generator=g)
+    batch["path"] = [f"s{seed}_{i}.png" for i in range(n)]
+    return batch
+
+
+def test_degradation_state_restores_stream_and_pool() -> None:
+    deg = RealESRGANDegradation("light", scale=4, resize_back=True, pool_size=4, seed=3)
+    for s in range(2):  # fills the pool (4 pairs, batch 2)
+        deg(_batch(2, s))
+    state = degradation_state_dict(deg)
+    expected = deg(_batch(2, 7))  # pool full: returns earlier pairs, chosen by the restored generator
+    fresh = RealESRGANDegradation("light", scale=4, resize_back=True, pool_size=4, seed=123)
+    assert load_degradation_state_dict(fresh, state) is True
+    got = fresh(_batch(2, 7))
+    assert got["path"] == expected["path"] and got["path"] != [f"s7_{i}.png" for i in range(2)]
+    for key in ("lq", "gt", "lq_up"):
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+    # without the restore the stream differs
+    other = RealESRGANDegradation("light", scale=4, resize_back=True, pool_size=4, seed=3)
+    assert not torch.equal(other(_batch(2, 7))["lq"], expected["lq"])
+
+
+def test_large_pool_is_not_saved_and_refills() -> None:
+    deg = RealESRGANDegradation("light", scale=4, pool_size=2, seed=0)
+    deg(_batch(2, 0))
+    state = degradation_state_dict(deg, max_pool_bytes=1024)
+    assert state["ranks"][0]["pool"] is None
+    fresh = RealESRGANDegradation("light", scale=4, pool_size=2, seed=5)
+    load_degradation_state_dict(fresh, state)
+    assert len(fresh.pool) == 0 and fresh.seed == 0
+
+
+def test_world_size_change_reseeds_distinct_streams() -> None:
+    deg = RealESRGANDegradation("light", scale=4, seed=0)
+    state = degradation_state_dict(deg, global_step=40)  # saved by one rank
+    seeds = []
+    for rank in range(2):
+        d = RealESRGANDegradation("light", scale=4, seed=0 + rank)
+        with pytest.warns(UserWarning, match="reseeding"):
+            assert load_degradation_state_dict(d, state, rank=rank, world_size=2) is False
+        seeds.append(d.seed)
+    assert seeds == [fold_seed(0, 0, 40), fold_seed(1, 1, 40)] and seeds[0] != seeds[1]
+
+
+def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        deg = RealESRGANDegradation("light", scale=4, seed=10 + rank)
+        deg(_batch(2, rank))
+        state = degradation_state_dict(deg, rank, world, global_step=8)
+        expected = deg(_batch(2, 5))["lq"]
+        fresh = RealESRGANDegradation("light", scale=4, seed=99)
+        assert load_degradation_state_dict(fresh, state, rank, world)
+        torch.save({"state": state, "ok": torch.equal(fresh(_batch(2, 5))["lq"], expected)}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_per_rank_states_are_gathered_under_ddp(tmp_path: Path) -> None:
+    ctx, port = mp.get_context("fork"), random.randint(20000, 40000)
+    procs = [ctx.Process(target=_gather_worker, args=(r, 2, port, str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert all(r["ok"] for r in results)  # each rank restored *its own* stream
+    s0, s1 = results[0]["state"], results[1]["state"]
+    assert s0["world_size"] == 2 and [r["seed"] for r in s0["ranks"]] == [10, 11]
+    assert torch.equal(s0["ranks"][1]["generator"], s1["ranks"][1]["generator"])  # every rank holds the same list
+    assert not torch.equal(s0["ranks"][0]["generator"], s0["ranks"][1]["generator"])
+
+
+# ---------------------------------------------------------------------------------------------- SIGKILL + resume
+MAX_STEPS = 8  # Lightning counts G and D steps: 4 batches
+EVERY = 2  # one checkpoint per batch
+
+
+def resume_config(tmp_path: Path) -> Path:
+    """The demo stage-1 config with its ModelCheckpoint/exports under tmp_path, no validation, atomic checkpoints."""
+    cfg = yaml.safe_load((ROOT / "configs/demo/stage1.yaml").read_text())
+    trainer = cfg["trainer"]
+    trainer.update(max_steps=MAX_STEPS, limit_val_batches=0, log_every_n_steps=1, enable_progress_bar=False,
+                   enable_model_summary=False, plugins=[{"class_path": "callbacks.checkpoint_io.AtomicCheckpointIO"}])
+    trainer["logger"]["init_args"]["save_dir"] = str(tmp_path / "runs")
+    callbacks = []
+    for cb in trainer["callbacks"]:
+        name = cb["class_path"].rsplit(".", 1)[-1]
+        if name == "ModelCheckpoint":  # the demo's checkpointing, only denser and in tmp_path
+            cb["init_args"].update(dirpath=str(tmp_path / "ckpt"), every_n_train_steps=EVERY)
+        elif name == "AdapterExport":
+            cb["init_args"]["dirpath"] = str(tmp_path / "export")
+        elif name == "EvaluationCallback":
+            continue  # no validation in this test
+        callbacks.append(cb)
+    trainer["callbacks"] = callbacks
+    cfg["data"]["val_sets"] = []
+    path = tmp_path / "stage1_resume.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def step_files(folder: Path) -> dict[int, Path]:
+    return {int(p.stem.split("step=")[1]): p for p in folder.glob("epoch=*-step=*.ckpt")}
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_from_last(tmp_path: Path) -> None:
+    config, ckpt_dir = resume_config(tmp_path), tmp_path / "ckpt"
+    cmd = [sys.executable, str(ROOT / "main.py"), "fit", "--config", str(config)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    start = time.monotonic()
+    with open(tmp_path / "run1.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        while not (ckpt_dir / "last.ckpt").exists():
+            assert proc.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
+            assert time.monotonic() - start < 240, "no checkpoint after 240 s"
+            time.sleep(0.2)
+        delay = random.uniform(0.0, 3.0)  # a random moment after the first checkpoint (possibly mid-save)
+        time.sleep(delay)
+        assert proc.poll() is None, "the run finished before it could be killed; raise MAX_STEPS"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    # every complete-named checkpoint is loadable (atomic writes), and last.ckpt is the newest one
+    saved = step_files(ckpt_dir)
+    resumed_from = load(ckpt_dir / "last.ckpt")["global_step"]
+    assert all(load(p)["global_step"] == s for s, p in saved.items())
+    # last.ckpt is written right after the step file: a kill in between loses at most that one interval
+    assert resumed_from in saved and max(saved) - EVERY <= resumed_from < MAX_STEPS and resumed_from % EVERY == 0
+    before = {s: (p.stat().st_mtime_ns, p.read_bytes()) for s, p in saved.items() if s <= resumed_from}
+
+    result = subprocess.run([*cmd, "--ckpt_path", "last"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    print(f"killed after {delay:.2f} s at step {resumed_from}; total {time.monotonic() - start:.0f} s")
+
+    final = load(ckpt_dir / "last.ckpt")
+    assert final["global_step"] == MAX_STEPS
+    after = step_files(ckpt_dir)
+    # continuous counter: one checkpoint per interval, 2..MAX_STEPS, none missing
+    assert sorted(after) == list(range(EVERY, MAX_STEPS + 1, EVERY))
+    # the resumed run started at the saved step: it did not rewrite any checkpoint up to it
+    for s, (mtime, data) in before.items():
+        assert after[s].stat().st_mtime_ns == mtime and after[s].read_bytes() == data
+    # optimizer state came back: AdamW's per-parameter step equals the total number of G (and D) updates
+    for opt_state in final["optimizer_states"]:
+        assert {int(v["step"]) for v in opt_state["state"].values()} == {MAX_STEPS // 2}
+    assert final["guard"]["total_skips"] == {"g": 0, "d": 0}
+    # the first checkpoint written after the resume is the next interval, with the loop counters continuing
+    first_new = load(after[resumed_from + EVERY])
+    assert first_new["global_step"] == resumed_from + EVERY
+    assert first_new["loops"]["fit_loop"]["epoch_loop.manual_optimization.optim_step_progress"]["total"][
+        "completed"] == resumed_from + EVERY

@@ -30,17 +30,16 @@ def _fmt(value: float) -> str:
 
 
 def format_table(results: dict[str, dict[str, Any]], names: list[str]) -> str:
-    """Markdown table, one row per dataset (``results[dataset]["metrics"]``), one column per metric; ``-`` where
-    a metric was skipped. Arrows give the better direction."""
-    arrows = {}
+    """Markdown table, one row per dataset (``results[dataset]["metrics"]``), one column per metric in ``names``;
+    ``-`` where a metric was skipped (the reasons are listed under the table). Arrows give the better direction."""
+    arrows: dict[str, str] = {}
     for summary in results.values():
-        arrows.update({k: "↑" if v else "↓" for k, v in summary.get("higher_is_better", {}).items()})
-    cols = [n for n in names if n in arrows]
-    lines = ["| dataset | images | " + " | ".join(f"{c} {arrows[c]}" for c in cols) + " |",
-             "| --- | ---: | " + " | ".join("---:" for _ in cols) + " |"]
+        arrows.update({k: " ↑" if v else " ↓" for k, v in summary.get("higher_is_better", {}).items()})
+    lines = ["| dataset | images | " + " | ".join(f"{c}{arrows.get(c, '')}" for c in names) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in names) + " |"]
     for dataset, summary in results.items():
         values = summary["metrics"]
-        cells = [_fmt(values[c]) if c in values else "-" for c in cols]
+        cells = [_fmt(values[c]) if c in values else "-" for c in names]
         lines.append(f"| {dataset} | {summary['num_images']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -159,29 +158,35 @@ class EvaluationCallback(L.Callback):
 
     # ---- end of epoch --------------------------------------------------------------------------------------
     @staticmethod
-    def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """All ranks' rows, without the duplicates a distributed sampler pads with, sorted by image name."""
+    def gather(coll: MetricCollection) -> list[dict[str, Any]]:
+        """The set's rows. Distributed: all ranks' rows, less the duplicates a distributed sampler pads with (same
+        image name), sorted by name; a metric skipped on any rank is skipped everywhere (same keys on all ranks)."""
+        rows, skipped = coll.rows, dict(coll.skipped)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             gathered: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, rows)
-            rows = [row for part in gathered for row in part]
-        unique = {}
-        for row in rows:
-            unique.setdefault(row["name"], row)
-        return [unique[k] for k in sorted(unique)]
+            dist.all_gather_object(gathered, (rows, skipped))
+            for _, part in gathered:
+                skipped.update({k: v for k, v in part.items() if k not in skipped})
+            unique: dict[str, dict[str, Any]] = {}
+            for row in (row for part, _ in gathered for row in part):
+                unique.setdefault(row["name"], row)
+            rows = [unique[k] for k in sorted(unique)]
+        coll.skipped.update(skipped)
+        return [{k: v for k, v in row.items() if k not in skipped} for row in rows]
 
     def _finish(self, stage: str, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         results: dict[str, dict[str, Any]] = {}
         for idx, dataset in enumerate(self.set_names(trainer, stage)):  # same order on every rank (collectives)
             coll = self.collection(trainer, pl_module, idx)
-            rows = self.gather_rows(coll.rows)
+            rows = self.gather(coll)
             values = coll.compute(rows)
             for metric, value in values.items():
                 pl_module.log(f"{stage}/{dataset}/{metric}", float(value), sync_dist=True, add_dataloader_idx=False)
             results[dataset] = {
                 "stage": stage, "dataset": dataset, "num_images": len(rows), "scale": self.set_scale(trainer, idx),
                 "crop_border": coll.crop_border, "epoch": trainer.current_epoch, "global_step": trainer.global_step,
-                "metrics": values, "higher_is_better": {k: coll.higher_is_better(k) for k in values},
+                "metrics": values,
+                "higher_is_better": {k: coll.higher_is_better(k) for k in coll.names if k in coll.metrics},
                 "skipped": dict(coll.skipped),
             }
             if trainer.is_global_zero:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Subset, DataLoader, Dataset
 
 from .datasets import DemoEvalDataset, EpochSampler, HQImageDataset, PairedImageDataset, predict_dataset
 from .degradation import KernelSampler, RealESRGANDegradation
@@ -99,6 +99,12 @@ class SRDataModule(LightningDataModule):
         testing = self.trainer is not None and self.trainer.testing
         return self.test_set_names if testing else self.val_set_names
 
+    @property
+    def eval_set_scales(self) -> list[int]:
+        """Scales of the current evaluation dataloaders, indexed by ``dataloader_idx``."""
+        testing = self.trainer is not None and self.trainer.testing
+        return [s.scale for s in (self.test_sets if testing else self.val_sets)]
+
     def _rank_and_world(self) -> tuple[int, int]:
         if self.trainer is None:
             return 0, 1
@@ -106,7 +112,8 @@ class SRDataModule(LightningDataModule):
 
     def _build_eval(self, spec: EvalSet) -> Dataset:
         if spec.demo:
-            return DemoEvalDataset(scale=spec.scale, preset="light", seed=self.seed)
+            demo = DemoEvalDataset(scale=spec.scale, preset="light", seed=self.seed)
+            return demo if spec.max_images is None else Subset(demo, range(min(spec.max_images, len(demo))))
         if spec.lq_dir is None:
             raise DataError(f"Eval set '{spec.name}' needs lq_dir (or demo: true)")
         return PairedImageDataset(spec.lq_dir, spec.gt_dir, scale=spec.scale, name=spec.name,

@@ -2,9 +2,10 @@
 and :class:`MetricCollection`, which runs any subset and reports the unavailable ones as skipped."""
 
 from evaluation.collection import METRICS, MetricCollection, build_metric, quantize_8bit
+from evaluation.fid import FID, frechet_distance
 from evaluation.metrics import Metric, MetricUnavailable, crop_border, rgb_to_y
 from evaluation.no_reference import CLIPIQA, MANIQA, MUSIQ, NIQE
-from evaluation.reference import FID, PSNR, SSIM, DISTSMetric, LPIPSMetric, frechet_distance, ssim
+from evaluation.reference import PSNR, SSIM, DISTSMetric, LPIPSMetric, ssim
 
 __all__ = [
     "CLIPIQA",

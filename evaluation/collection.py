@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from evaluation.fid import FID
 from evaluation.metrics import Metric, MetricUnavailable
 from evaluation.no_reference import CLIPIQA, MANIQA, MUSIQ, NIQE
-from evaluation.reference import FID, PSNR, SSIM, DISTSMetric, LPIPSMetric
+from evaluation.reference import PSNR, SSIM, DISTSMetric, LPIPSMetric
 
 __all__ = ["METRICS", "MetricCollection", "build_metric", "quantize_8bit"]
 
@@ -87,12 +88,13 @@ class MetricCollection(nn.Module):
             except Exception as err:  # noqa: BLE001 - a broken optional backend must not stop the other metrics
                 self.unavailable[name] = f"failed to build: {type(err).__name__}: {err}"
         self.skipped = dict(self.unavailable)
-        self.to(device)
+        self._device = torch.device(device)
+        self.to(self._device)
 
     @property
     def device(self) -> torch.device:
-        devices = [m.device for m in self.metrics.values()]
-        return devices[0] if devices else torch.device("cpu")
+        """Where the metrics run (inputs are moved here)."""
+        return self._device
 
     def higher_is_better(self, name: str) -> bool | None:
         metric = self.metrics[name] if name in self.metrics else None

@@ -84,8 +84,8 @@ class CLIPIQA(Metric):
         else:
             path = resolve_weight(
                 "clipiqa", weights, ("clipiqa",), [torch_home() / "clip" / "RN50.pt", "~/.cache/clip/RN50.pt"],
-                "OpenAI CLIP (openaipublic.azureedge.net/clip/models/afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63"
-                "bc04b6762/RN50.pt)")
+                "OpenAI CLIP (openaipublic.azureedge.net/clip/models/"
+                "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt)")
             clip = build_model(_clip_state(path))
         self.clip = clip.float()
         with torch.no_grad():
@@ -109,8 +109,9 @@ def _pyiqa_module(metric: str, module: str) -> ModuleType:
     try:
         return importlib.import_module(f"pyiqa.archs.{module}")
     except ImportError as err:
-        raise MetricUnavailable(metric, f"python package 'pyiqa' ({type(err).__name__}: {err})",
-                                "the optional extra: pip install 'onestep-sr[iqa]' (PolyForm Noncommercial licence)") from None
+        raise MetricUnavailable(
+            metric, f"python package 'pyiqa' ({type(err).__name__}: {err})",
+            "the optional extra: pip install 'onestep-sr[iqa]' (PolyForm Noncommercial licence)") from None
 
 
 def load_pyiqa_state(net: torch.nn.Module, path: str) -> None:

@@ -186,6 +186,14 @@ class OneStepGANModule(L.LightningModule):
         self.log_dict({f"train/{k}": v.float() for k, v in terms.items()}, on_step=True, prog_bar=False,
                       batch_size=batch_size)
 
+    def batch_counter(self, batch_idx: int) -> int:
+        """Training batches seen so far, continuous across epochs and resumes (``batch_idx`` restarts each epoch,
+        which would break accumulation windows and G/D alternation at epoch boundaries)."""
+        try:
+            return int(self.trainer.fit_loop.epoch_loop.total_batch_idx)
+        except (AttributeError, RuntimeError):  # no trainer attached (direct calls in tests)
+            return batch_idx
+
     # ---------------------------------------------------------------- data helpers
     @staticmethod
     def lq_at_target(batch: dict[str, Tensor]) -> Tensor:

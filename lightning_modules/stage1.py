@@ -21,7 +21,7 @@ class Stage1Module(OneStepGANModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
         gt = batch["gt"]  # (B, 3, H, W) in [0, 1]
         lq_up = self.lq_at_target(batch)  # (B, 3, H, W)
-        step_now = (batch_idx + 1) % self.accumulate == 0
+        step_now = (self.batch_counter(batch_idx) + 1) % self.accumulate == 0
         sr = self.generator(lq_up, batch.get("lq"))  # (B, 3, H, W) in [0, 1]
         terms = self.generator_update(sr, gt, step_now)
         terms |= self.discriminator_update(sr, gt, step_now)

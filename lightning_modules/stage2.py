@@ -86,11 +86,12 @@ class Stage2Module(OneStepGANModule):
         gt_chunks = {(r, c): g for r, c, g in chunk_grid(gt, self.chunk)}
         n_chunks = len(gt_chunks)
         last: dict[str, Any] = {}
+        counter = self.batch_counter(batch_idx)
         for i, (r, c, y_l_i) in enumerate(chunk_grid(y_l, self.chunk)):
             if self.per_chunk_step:
-                step_now = (batch_idx * n_chunks + i + 1) % self.accumulate == 0
+                step_now = (counter * n_chunks + i + 1) % self.accumulate == 0
             else:
-                step_now = i == n_chunks - 1 and (batch_idx + 1) % self.accumulate == 0
+                step_now = i == n_chunks - 1 and (counter + 1) % self.accumulate == 0
             y_h_i = gt_chunks[(r, c)]
             sr_i = self.generator(y_l_i.contiguous(), None)  # adapter 2 at t2, (B, 3, R, R)
             terms = self.generator_update(sr_i, y_h_i, step_now)

@@ -3,7 +3,6 @@ with the missing-weights message; the demo chain's configs instantiate and fit t
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -21,6 +20,8 @@ CONFIGS = sorted(ROOT.glob("configs/**/*.yaml"))
 BASE = ROOT / "configs" / "demo" / "stage1.yaml"  # what a fragment (e.g. configs/strategy/*.yaml) is layered on
 ADAPTER_KEYS = ("stage1_adapter", "adapter1", "adapter2")  # init args that consume an exported adapter
 
+pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter is intended")
+
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,16 +38,33 @@ def rel(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
 
-def subcommand(path: Path) -> str:
-    """The subcommand the config's own usage line gives (``python main.py predict --config <this file>``)."""
-    match = re.search(rf"main\.py (fit|validate|test|predict) [^\n]*--config {re.escape(rel(path))}", path.read_text())
-    if match:
-        return match.group(1)
-    return "predict" if path.stem.startswith("predict") else "fit"
+def usage(path: Path) -> tuple[str, list[str]] | None:
+    """The config's own usage line, ``python main.py <subcommand> [--config X ...] --config <this file>``:
+    its subcommand and the ``--config`` files in order (options such as ``--ckpt_path CKPT`` are left out)."""
+    match = re.search(rf"main\.py (fit|validate|test|predict) ([^\n]*--config {re.escape(rel(path))}\b[^\n]*)",
+                      path.read_text())
+    if match is None:
+        return None
+    return match.group(1), re.findall(r"--config (\S+)", match.group(2))
 
 
 def is_fragment(path: Path) -> bool:
+    """A partial config (e.g. a strategy or the test sets) that is layered on a full one."""
     return "model" not in (yaml.safe_load(path.read_text()) or {})
+
+
+def command_line(path: Path) -> list[str]:
+    """Subcommand and configs to parse ``path`` with: its usage line (fragments keep the full configs it names),
+    else ``fit`` (``predict`` for predict_*.yaml), fragments on top of the demo stage-1 config."""
+    found = usage(path)
+    command = found[0] if found else ("predict" if path.stem.startswith("predict") else "fit")
+    if not is_fragment(path):
+        configs = [path]
+    elif found and len(found[1]) > 1:
+        configs = [ROOT / c for c in found[1]]
+    else:
+        configs = [BASE, path]
+    return [command] + [arg for c in configs for arg in ("--config", str(c))]
 
 
 def assert_subset(given: Any, printed: Any, where: str = "") -> None:
@@ -78,10 +96,8 @@ def walk(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=rel)
 def test_config_parses_and_prints(path: Path, capsys: pytest.CaptureFixture) -> None:
-    command = subcommand(path)
-    configs = ["--config", str(BASE), "--config", str(path)] if is_fragment(path) else ["--config", str(path)]
     with pytest.raises(SystemExit) as exit_info:
-        cli_main([command, *configs, "--print_config"])  # prints and exits before anything is instantiated
+        cli_main([*command_line(path), "--print_config"])  # prints and exits before anything is instantiated
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     given = yaml.safe_load(path.read_text())

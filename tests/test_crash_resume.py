@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 from lightning.pytorch import Trainer
@@ -153,29 +152,42 @@ def test_world_size_change_reseeds_distinct_streams() -> None:
     assert seeds == [fold_seed(0, 0, 40), fold_seed(1, 1, 40)] and seeds[0] != seeds[1]
 
 
-def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        deg = RealESRGANDegradation("light", scale=4, seed=10 + rank)
-        deg(_batch(2, rank))
-        state = degradation_state_dict(deg, rank, world, global_step=8)
-        expected = deg(_batch(2, 5))["lq"]
-        fresh = RealESRGANDegradation("light", scale=4, seed=99)
-        assert load_degradation_state_dict(fresh, state, rank, world)
-        torch.save({"state": state, "ok": torch.equal(fresh(_batch(2, 5))["lq"], expected)}, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+GATHER_WORKER = """
+import os, sys
+import numpy as np, torch, torch.distributed as dist
+from datamodules.degradation import DegradationConfig, KernelSampler, RealESRGANDegradation
+from lightning_modules.state import degradation_state_dict, load_degradation_state_dict
+rank, world, out = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), {out!r}
+
+
+def _batch(n, seed):  # as in the test module
+    sampler, rng = KernelSampler(DegradationConfig.preset("light")), np.random.default_rng(seed)
+    items = [sampler(rng) for _ in range(n)]
+    batch = {{k: torch.stack([it[k] for it in items]) for k in items[0]}}
+    batch["gt"] = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    return batch
+
+
+dist.init_process_group("gloo", rank=rank, world_size=world)
+deg = RealESRGANDegradation("light", scale=4, seed=10 + rank)
+deg(_batch(2, rank))
+state = degradation_state_dict(deg, rank, world, global_step=8)
+expected = deg(_batch(2, 5))["lq"]
+fresh = RealESRGANDegradation("light", scale=4, seed=99)
+assert load_degradation_state_dict(fresh, state, rank, world)
+torch.save({{"state": state, "ok": torch.equal(fresh(_batch(2, 5))["lq"], expected)}}, f"{{out}}/rank{{rank}}.pt")
+dist.destroy_process_group()
+"""
 
 
 def test_per_rank_states_are_gathered_under_ddp(tmp_path: Path) -> None:
-    ctx, port = mp.get_context("fork"), random.randint(20000, 40000)
-    procs = [ctx.Process(target=_gather_worker, args=(r, 2, port, str(tmp_path))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0, 0]
+    code = GATHER_WORKER.format(out=str(tmp_path))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(random.randint(20000, 40000)),
+           "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env={**env, "RANK": str(r)}, stderr=subprocess.PIPE, text=True)
+             for r in range(2)]
+    errors = [p.communicate(timeout=180)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     assert all(r["ok"] for r in results)  # each rank restored *its own* stream
     s0, s1 = results[0]["state"], results[1]["state"]

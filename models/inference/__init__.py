@@ -1,7 +1,7 @@
 """Inference: pixel / latent tiling, tiled VAE, colour fix and the TUDSR twice-upsampling pipeline (plain torch)."""
 
 from .colorfix import ColorFix, adain_color_fix, wavelet_color_fix, wavelet_decompose
-from .tiling import blend_weights, pad_to_multiple, tile_starts, tiled_apply
+from .tiling import blend_weights, border_gradient_ratio, pad_to_multiple, tile_starts, tiled_apply
 from .tudsr import TUDSRPipeline, unet_downscale_factor
 from .vae_tiling import TiledVAE, tiled_decode, tiled_encode, vae_downscale_factor
 
@@ -11,6 +11,7 @@ __all__ = [
     "wavelet_color_fix",
     "wavelet_decompose",
     "blend_weights",
+    "border_gradient_ratio",
     "pad_to_multiple",
     "tile_starts",
     "tiled_apply",

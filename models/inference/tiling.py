@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["tile_starts", "blend_weights", "tiled_apply", "pad_to_multiple"]
+__all__ = ["tile_starts", "blend_weights", "tiled_apply", "pad_to_multiple", "border_gradient_ratio"]
 
 # Gaussian weights: sigma = GAUSSIAN_SIGMA_FRAC * tile (the common latent-tiling code uses var = 0.01 on a
 # coordinate normalised by the tile size, i.e. sigma = 0.1 * tile). At a tile edge the weight is
@@ -154,3 +154,26 @@ def pad_to_multiple(x: Tensor, multiple: int, mode: str = "reflect") -> Tensor:
         x = F.pad(x, (0, 0, 0, ph), mode="reflect" if ph < H else "replicate")
         return F.pad(x, (0, pw, 0, 0), mode="reflect" if pw < W else "replicate")
     return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def border_gradient_ratio(img: Tensor, borders: list[int], period: int = 1) -> float:
+    """Seam measure: mean |finite difference| across the given borders / the same elsewhere (both axes).
+
+    A step between pixel ``b - 1`` and ``b`` for every ``b`` in ``borders`` (tile edges, the same positions on both
+    axes) is compared with the steps at all other positions ``j`` of the same phase (``(j + 1) % period == 0``), so a
+    decoder's own ``period``-pixel grid (8 for the SD VAE) does not count as a seam. About 1 means no visible seam.
+    """
+    gx = (img[..., :, 1:] - img[..., :, :-1]).abs()  # (B, C, H, W-1): step j -> j+1 along x
+    gy = (img[..., 1:, :] - img[..., :-1, :]).abs()  # (B, C, H-1, W)
+    n = min(gx.shape[-1], gy.shape[-2])
+    at = torch.zeros(n, dtype=torch.bool, device=img.device)
+    at[[b - 1 for b in borders if 0 < b <= n]] = True
+    same_phase = torch.zeros(n, dtype=torch.bool, device=img.device)
+    same_phase[period - 1 :: period] = True
+    ref = same_phase & ~at
+    if not at.any() or not ref.any():
+        raise ValueError("need at least one border and one non-border position of the same phase")
+    gx, gy = gx[..., :n], gy[..., :n, :]
+    num = torch.cat([gx[..., at].flatten(), gy[..., at, :].flatten()]).float().mean()
+    den = torch.cat([gx[..., ref].flatten(), gy[..., ref, :].flatten()]).float().mean()
+    return (num / den).item()

@@ -99,7 +99,8 @@ def test_test_stage_writes_csv_summaries_and_logs_the_csv_means(tmp_path, capsys
 
     assert missing in summary["skipped"]["lpips"]
     md = (tmp_path / "eval" / "test" / "paired" / "summary.md").read_text()
-    assert "| paired | 5 |" in md and "lpips" in md and missing in md
+    assert "| psnr ↑ | ssim ↑ | psnr_rgb ↑ | lpips |" in md  # the skipped metric keeps its column ...
+    assert md.splitlines()[6].endswith(" | - |") and missing in md  # ... with "-" and the reason below
 
     lq = json.loads((tmp_path / "eval" / "test" / "lq_only" / "summary.json").read_text())
     assert lq["metrics"] == {} and lq["skipped"]["psnr"] == "no ground truth in this set"

@@ -49,12 +49,20 @@ def test_lpips_alex_random_init() -> None:
     _check(metric.update(sr, gt))
 
 
-def test_dists_random_init() -> None:
+def test_dists_random_init_and_weight_files(tmp_path) -> None:
     sr, gt = _images()
     metric = DISTSMetric(random_init=True)
     _check(metric.update(sr, gt))
     assert metric.update(gt, gt).abs().max() < 1e-5
     assert not any(p.requires_grad for p in metric.parameters())
+    # the same files a user provides: torchvision's VGG16 state dict and the {alpha, beta} file
+    vgg = {f"features.{k.split('.', 1)[1]}": v for k, v in metric.net.stages.state_dict().items()}
+    torch.save(vgg, tmp_path / "vgg16.pth")
+    alpha = torch.rand(1, 1475, 1, 1)
+    torch.save({"alpha": alpha, "beta": torch.rand(1, 1475, 1, 1)}, tmp_path / "dists.pt")
+    loaded = DISTSMetric(weights={"vgg16": str(tmp_path / "vgg16.pth"), "dists": str(tmp_path / "dists.pt")})
+    assert torch.equal(loaded.net.alpha, alpha)
+    _check(loaded.update(sr, gt))
 
 
 def test_clipiqa_random_init_and_state_dict_round_trip(tmp_path) -> None:

@@ -6,7 +6,6 @@ stepped, what the checkpoint holds, what the callbacks wrote. Resuming and the n
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -36,8 +35,9 @@ VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"
            up_block_types=["UpDecoderBlock2D"] * 3, block_out_channels=[16, 32, 32], layers_per_block=1,
            latent_channels=4, norm_num_groups=8, sample_size=64, scaling_factor=0.18215)
 UNET = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=[32, 64],
-            down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"], up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"],
-            cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8, use_linear_projection=True)
+            down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+            up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"], cross_attention_dim=32, attention_head_dim=8,
+            norm_num_groups=8, use_linear_projection=True)
 SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                  prediction_type="epsilon", clip_sample=False)
 DINO = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, patch_size=8,
@@ -149,7 +149,8 @@ class Recorder(L.Callback):
         self.lora_after_batch.append({n: p.detach().clone() for n, p in module.generator.trainable_named_parameters()})
         skipped = trainer.callback_metrics.get("train/g_skipped_steps")  # logged on stepping batches only
         self.skipped_logged.append(float(skipped) if skipped is not None else float("nan"))
-        self.by_step.setdefault(trainer.global_step, self.snapshot(trainer, module))
+        if trainer.global_step not in self.by_step:
+            self.by_step[trainer.global_step] = self.snapshot(trainer, module)
 
 
 @pytest.fixture(scope="module")
@@ -216,11 +217,10 @@ def test_resume_restores_step_weights_and_optimizer(run: SimpleNamespace, dists:
     saved = run.recorder.by_step[2]  # state when epoch=0-step=2.ckpt was written
     module = build_module(dists, accumulate=2)  # same (seeded) frozen networks, trainable parts perturbed below
     with torch.no_grad():
-        for name, p in list(module.generator.trainable_named_parameters()) + list(
-                module.discriminator.trainable_named_parameters()):
+        for p in module.generator_parameters() + module.discriminator_parameters():
             p.add_(0.5)
-    assert not torch.equal(clone_state(module)[next(iter(module.trainable_names()))],
-                           saved["trainable"][next(iter(module.trainable_names()))])
+    perturbed = clone_state(module, module.trainable_names())
+    assert all(not torch.equal(perturbed[k], v) for k, v in saved["trainable"].items())
     recorder = Recorder()
     fit = trainer(max_steps=4, callbacks=[recorder])
     fit.fit(module, datamodule(epoch_length=4), ckpt_path=str(run.root / "ckpt" / "epoch=0-step=2.ckpt"))

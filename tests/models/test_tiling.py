@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.inference.tiling import blend_weights, pad_to_multiple, tile_starts, tiled_apply
+from models.inference.tiling import border_gradient_ratio, blend_weights, pad_to_multiple, tile_starts, tiled_apply
 from models.inference.vae_tiling import tiled_decode, tiled_encode
 
 
@@ -134,3 +134,28 @@ def test_pad_to_multiple() -> None:
     assert q.shape == (1, 3, 8, 8) and torch.equal(q[..., :2, :3], tiny)
     already = torch.rand(1, 1, 8, 12)
     assert pad_to_multiple(already, 4) is already  # nothing to pad
+
+
+def _smooth_image(n: int) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, n), torch.linspace(0, 1, n), indexing="ij")
+    return (0.3 + 0.3 * xx + 0.2 * torch.sin(6.0 * yy) * torch.cos(4.0 * xx)).expand(1, 3, n, n).clone()
+
+
+def _tone_shift_fn():
+    """Each call (tile) shifts brightness by a different amount, like a per-tile GroupNorm statistic would."""
+    offsets = iter([0.0, 0.12, -0.08, 0.1, -0.1, 0.05, 0.15, -0.12, 0.07] * 4)
+    return lambda t: t + next(offsets)
+
+
+def test_border_gradient_ratio_detects_hard_seams_only() -> None:
+    x = _smooth_image(96)
+    assert abs(border_gradient_ratio(x, [32, 64]) - 1) < 0.2  # no tiles: no seam
+    hard = tiled_apply(x, _tone_shift_fn(), tile=32, overlap=0, weight="constant")  # 3 x 3 disjoint tiles
+    r_hard = border_gradient_ratio(hard, [32, 64])
+    starts = tile_starts(96, 32, 16)  # [0, 16, 32, 48, 64]
+    borders = sorted(set(starts[1:] + [s + 32 for s in starts[:-1]]))
+    r_lin = border_gradient_ratio(tiled_apply(x, _tone_shift_fn(), tile=32, overlap=16, weight="linear"), borders)
+    r_gau = border_gradient_ratio(tiled_apply(x, _tone_shift_fn(), tile=32, overlap=16, weight="gaussian"), borders)
+    print(f"border gradient ratio: hard {r_hard:.2f}, linear feather {r_lin:.2f}, gaussian {r_gau:.2f}")
+    assert r_hard > 5
+    assert r_lin < 1.5 and r_gau < 1.5

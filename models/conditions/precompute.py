@@ -1,0 +1,168 @@
+"""Precompute the VLM condition features of every training image into a :class:`FeatureCache` (issue 5, item 2).
+
+    python -m models.conditions.precompute --config configs/demo/strsr_flux2.yaml --out CACHE_DIR [--limit N]
+
+Only the config's ``model.init_args.generator.init_args.condition`` section is instantiated (the VLM; no DiT, VAE,
+discriminator or loss is built) and the training images of its ``data`` section are listed exactly as
+``HQImageDataset`` lists them (so the keys are the ``batch["path"]`` strings the training step sees; the bundled
+photos when ``train_dirs`` is null).
+
+What one entry describes (the compromise documented in :mod:`models.conditions.cache`): one fixed LR view per
+image, ``bicubic_lr`` (x ``scale``, clean) of
+
+- ``--view center`` (default): the centre ``data.crop_size`` crop. StrSR trains on 1024 *centre* crops, for which
+  this is the training crop up to the degradation draw. Our ``SRDataModule`` draws *random* crops (and flips), so
+  with it the features describe the centre of the image, not the exact crop being restored;
+- ``--view full``: the whole image (content of the whole photo; the VLM resizes within its pixel limits).
+
+A manifest ``cache.json`` (tag, feature width, view, ...) is written next to the entries; training opens the cache
+with :func:`open_cache`, which takes the tag from it, so precompute and training always agree on the keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor
+
+from models.conditions.cache import FeatureCache, bicubic_lr
+from models.conditions.text import ConditionEncoder
+from models.pretrained import MissingWeightsError
+
+__all__ = ["MANIFEST", "build_condition", "cache_tag", "open_cache", "training_images", "precompute", "main"]
+
+MANIFEST = "cache.json"
+COMMAND = "python -m models.conditions.precompute --config <your config> --out {root}"
+
+
+def _model_args(config: dict[str, Any]) -> dict[str, Any]:
+    model = config.get("model") or {}
+    return model.get("init_args", model)
+
+
+def condition_section(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``{class_path, init_args}`` of the generator's condition in a LightningCLI config dict."""
+    generator = _model_args(config).get("generator") or {}
+    condition = generator.get("init_args", generator).get("condition")
+    if not condition or "class_path" not in condition:
+        raise KeyError("the config has no model.init_args.generator.init_args.condition with a class_path")
+    return condition
+
+
+def build_condition(section: dict[str, Any]) -> ConditionEncoder:
+    """Instantiate only the condition encoder, with jsonargparse (same type resolution as LightningCLI)."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(ConditionEncoder, "condition", required=True)
+    cfg = parser.parse_object({"condition": section})
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # jsonargparse >= 4.49: instantiate
+    return instantiate(cfg).condition
+
+
+def cache_tag(section: dict[str, Any], view: str, crop: int, scale: int) -> str:
+    """``bicubic-x4|center96|<vlm>|<prompt hash>|L<max_tokens>``: changes whenever the LR view, the VLM, the prompt
+    or the truncation change, so stale features are never reused (:meth:`FeatureCache.key`)."""
+    args = section.get("init_args", {})
+    vlm = args.get("vlm") or {}
+    vlm_id = vlm.get("pretrained") or "config-" + hashlib.sha1(json.dumps(vlm.get("config"), sort_keys=True,
+                                                                         default=str).encode()).hexdigest()[:8]
+    prompt = json.dumps([args.get("prompt"), args.get("prompt_ids")], default=str)
+    where = f"center{crop}" if view == "center" else "full"
+    return (f"bicubic-x{scale}|{where}|{vlm_id}|{hashlib.sha1(prompt.encode()).hexdigest()[:8]}"
+            f"|L{args.get('max_tokens', 512)}")
+
+
+def training_images(data: dict[str, Any], view: str, limit: int | None = None) -> Iterator[tuple[str, Tensor]]:
+    """``(image_id, hq (3, H, W) [0, 1])`` of the training set of a ``data:`` section, ids as in ``batch["path"]``.
+    Unreadable files are skipped with a warning, as in training."""
+    from datamodules.datasets import HQImageDataset, center_crop  # plain torch (no Lightning)
+    from datamodules.images import DEFAULT_MAX_PIXELS, BadImageError, bundled_photo_tensors, load_image
+
+    crop = int(data.get("crop_size", 512))
+    max_pixels = int(data.get("max_pixels", DEFAULT_MAX_PIXELS))
+    dataset = HQImageDataset(data.get("train_dirs"), crop_size=crop, flip=False, max_pixels=max_pixels)
+    photos = dict(bundled_photo_tensors()) if not data.get("train_dirs") else {}
+    for image_id in dataset.paths[:limit]:
+        try:
+            image = photos[image_id.split("/", 1)[1]] if photos else load_image(image_id, max_pixels)  # (3, H, W)
+        except BadImageError as err:
+            warnings.warn(f"Skipping unreadable training image: {err}", stacklevel=2)
+            continue
+        yield image_id, (center_crop(image, crop) if view == "center" else image)
+
+
+def open_cache(root: str) -> tuple[FeatureCache, dict[str, Any]]:
+    """The cache written by :func:`precompute` (tag and dtype from its manifest) and the manifest (``feature_dim``,
+    ``view``, ...); a clear error naming the command when absent."""
+    manifest = Path(root).expanduser() / MANIFEST
+    if not manifest.is_file():
+        raise FileNotFoundError(f"no VLM feature cache at '{root}' (missing {MANIFEST}); create it with "
+                                + COMMAND.format(root=root))
+    info = json.loads(manifest.read_text())
+    return FeatureCache(root, tag=info["tag"], dtype=info["dtype"]), info
+
+
+def precompute(config: dict[str, Any], out: str, limit: int | None = None, view: str = "center",
+               dtype: str = "bf16", device: str = "cpu", overwrite: bool = False) -> tuple[FeatureCache, int]:
+    """Build the condition of ``config``, write the features of its training images under ``out``.
+    Returns the cache and the number of entries written (present entries are kept unless ``overwrite``)."""
+    if view not in ("center", "full"):
+        raise ValueError(f"view must be 'center' or 'full', got '{view}'")
+    section = condition_section(config)
+    data = config.get("data") or {}
+    crop = int(data.get("crop_size", 512))
+    degradation = data.get("degradation") or {}
+    scale = int(degradation.get("init_args", {}).get("scale", 4))
+    condition = build_condition(section)
+    if getattr(condition, "vlm", True) is None:
+        raise ValueError("the config's condition has no VLM (vlm: null); precompute with the config that loads it")
+    condition.to(device)
+    tag = cache_tag(section, view, crop, scale)
+    cache = FeatureCache(out, tag=tag, dtype=dtype)
+    written = cache.precompute(condition, training_images(data, view, limit),
+                              make_lr=lambda hq: bicubic_lr(hq, scale), overwrite=overwrite, device=device)
+    cache.root.mkdir(parents=True, exist_ok=True)
+    info = {"tag": tag, "dtype": dtype, "feature_dim": condition.feature_dim, "view": view, "crop_size": crop,
+            "scale": scale, "condition": section}
+    (cache.root / MANIFEST).write_text(json.dumps(info, indent=1, default=str))
+    return cache, written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="a training config (LightningCLI YAML)")
+    parser.add_argument("--out", required=True, help="cache directory (model.init_args.feature_cache in training)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N training images")
+    parser.add_argument("--view", choices=("center", "full"), default="center",
+                        help="LR view: centre crop of data.crop_size (default) or the whole image")
+    parser.add_argument("--dtype", default="bf16", help="storage dtype (bf16, fp32)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--overwrite", action="store_true", help="recompute entries already present")
+    args = parser.parse_args(argv)
+    config = yaml.safe_load(Path(args.config).read_text())
+    MissingWeightsError.last = None
+    try:
+        cache, written = precompute(config, args.out, args.limit, args.view, args.dtype, args.device, args.overwrite)
+    except Exception as err:  # jsonargparse re-wraps errors raised while instantiating: report the missing weight
+        missing = err if isinstance(err, MissingWeightsError) else MissingWeightsError.last
+        if missing is None:
+            raise
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
+    print(f"wrote {written} feature entries to {cache.root} (tag '{cache.tag}')")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Precomputing VLM features into a FeatureCache from a training config (models/conditions/precompute.py)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from datamodules.datasets import HQImageDataset, center_crop
+from datamodules.images import bundled_photo_tensors
+from models.conditions import VLMCondition, bicubic_lr
+from models.conditions.precompute import (
+    MANIFEST, build_condition, cache_tag, condition_section, main, open_cache, precompute, training_images,
+)
+
+DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo" / "strsr_flux2.yaml"
+CONFIG = yaml.safe_load(DEMO.read_text())
+
+
+def test_training_images_are_the_dataset_ids_with_centre_crops() -> None:
+    items = list(training_images(CONFIG["data"], "center", limit=2))
+    assert [i for i, _ in items] == HQImageDataset(None, crop_size=96).paths[:2]  # the keys batch["path"] holds
+    photos = dict(bundled_photo_tensors())
+    for image_id, hq in items:
+        full = photos[image_id.removeprefix("skimage.data/")]
+        assert torch.equal(hq, center_crop(full, 96))
+    full_items = list(training_images(CONFIG["data"], "full", limit=1))
+    assert torch.equal(full_items[0][1], photos[full_items[0][0].removeprefix("skimage.data/")])
+
+
+def test_precompute_writes_the_vlm_features_of_the_bicubic_lr(tmp_path) -> None:
+    cache, written = precompute(CONFIG, str(tmp_path), limit=2, dtype="fp32")
+    assert written == 2
+    condition = build_condition(condition_section(CONFIG))  # only the condition is built
+    assert isinstance(condition, VLMCondition) and condition.vlm is not None
+    for image_id, hq in training_images(CONFIG["data"], "center", limit=2):
+        n_text = len(condition.prompt_ids) - 1  # image placeholder dropped; the demo prompt is below max_tokens
+        assert cache.load(image_id).shape == (min(n_text, condition.max_tokens), condition.feature_dim)
+    reopened, info = open_cache(str(tmp_path))
+    assert reopened.tag == cache.tag and info["feature_dim"] == 24 and info["view"] == "center"
+    assert precompute(CONFIG, str(tmp_path), limit=2, dtype="fp32")[1] == 0  # present entries are kept
+
+
+def test_cached_features_equal_a_direct_vlm_forward(tmp_path) -> None:
+    """The stored entry is exactly E_VLM(bicubic_lr(centre crop)) of the condition the config builds."""
+    built: list[VLMCondition] = []
+    import models.conditions.precompute as pre
+
+    original = pre.build_condition
+
+    def keep(section):  # the very instance precompute uses, to recompute its output independently
+        built.append(original(section))
+        return built[-1]
+
+    pre.build_condition = keep
+    try:
+        cache, _ = precompute(CONFIG, str(tmp_path), limit=1, dtype="fp32")
+    finally:
+        pre.build_condition = original
+    image_id, hq = next(training_images(CONFIG["data"], "center", limit=1))
+    lr = torch.nn.functional.interpolate(hq[None], size=(24, 24), mode="bicubic", align_corners=False,
+                                         antialias=True).clamp(0, 1)  # (1, 3, 24, 24): x4 down of the 96 crop
+    assert torch.allclose(cache.load(image_id), built[0](lr, 1)[0], atol=1e-6)
+
+
+def test_tag_follows_view_prompt_and_vlm() -> None:
+    section = condition_section(CONFIG)
+    base = cache_tag(section, "center", 96, 4)
+    other_prompt = copy.deepcopy(section)
+    other_prompt["init_args"]["prompt_ids"] = [1, 62, 60, 63, 3]
+    other_vlm = copy.deepcopy(section)
+    other_vlm["init_args"]["vlm"] = {"pretrained": "Qwen/Qwen3-VL-4B-Instruct"}
+    tags = {base, cache_tag(section, "full", 96, 4), cache_tag(section, "center", 128, 4),
+            cache_tag(other_prompt, "center", 96, 4), cache_tag(other_vlm, "center", 96, 4)}
+    assert len(tags) == 5 and "Qwen/Qwen3-VL-4B-Instruct" in cache_tag(other_vlm, "center", 96, 4)
+
+
+def test_command_line_and_errors(tmp_path, capsys) -> None:
+    assert main(["--config", str(DEMO), "--out", str(tmp_path / "c"), "--limit", "1", "--device", "cpu"]) == 0
+    assert len(list((tmp_path / "c").glob("*/*.safetensors"))) == 1
+    assert json.loads((tmp_path / "c" / MANIFEST).read_text())["dtype"] == "bf16"
+    assert "wrote 1 feature entries" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="python -m models.conditions.precompute"):
+        open_cache(str(tmp_path / "missing"))
+    cache_only = copy.deepcopy(CONFIG)
+    condition_section(cache_only)["init_args"] = {"vlm": None, "feature_dim": 24}
+    with pytest.raises(ValueError, match="no VLM"):
+        precompute(cache_only, str(tmp_path / "d"))
+    # the real config without weights: one clear message, exit status 2
+    assert main(["--config", str(DEMO.parents[1] / "strsr_flux2.yaml"), "--out", str(tmp_path / "r")]) == 2
+    assert "error:" in capsys.readouterr().err

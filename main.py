@@ -19,35 +19,46 @@ class OneStepSRCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "writer")
 
 
+def missing_weights_cause(err: BaseException | None) -> MissingWeightsError | None:
+    """The MissingWeightsError behind ``err``: jsonargparse re-raises errors of nested class instantiation as
+    ``ValueError: Does not validate against any of the Union subtypes`` (the original stays in the chain)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, MissingWeightsError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def cli_main(args: list[str] | None = None, run: bool = True) -> OneStepSRCLI:
-    return OneStepSRCLI(
-        datamodule_class=SRDataModule,
-        subclass_mode_model=True,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"exit_on_error": False},
-        trainer_defaults={
-            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs"}},
-        },
-        args=args,
-        run=run,
-    )
+    try:
+        return OneStepSRCLI(
+            datamodule_class=SRDataModule,
+            subclass_mode_model=True,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"exit_on_error": False},
+            trainer_defaults={
+                "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                           "init_args": {"save_dir": "runs"}},
+            },
+            args=args,
+            run=run,
+        )
+    except Exception as err:
+        missing = missing_weights_cause(err)
+        if missing is None or missing is err:
+            raise
+        raise missing from None
 
 
 def main() -> None:
-    MissingWeightsError.last = None
     try:
         cli_main()
-    except Exception as err:
-        # One clear message, no stack trace from inside a library. jsonargparse re-wraps errors raised while it
-        # instantiates classes, so a missing weight is recognised by the last MissingWeightsError raised.
-        missing = err if isinstance(err, MissingWeightsError) else MissingWeightsError.last
-        if missing is not None:
-            print(f"error: {missing}", file=sys.stderr)
-            sys.exit(2)
-        if isinstance(err, ArgumentError):  # a bad option or config value: jsonargparse's own message suffices
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-        raise
+    except (MissingWeightsError, ArgumentError) as err:
+        # One clear message: a missing weight or a bad option, never a stack trace from inside a library.
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -36,17 +36,7 @@ __all__ = [
 
 
 class MissingWeightsError(RuntimeError):
-    """A pretrained component could not be found locally. The message says what and how to fix it.
-
-    ``MissingWeightsError.last`` keeps the newest instance: config parsers (jsonargparse) re-wrap errors raised while
-    instantiating classes, and the entry point uses it to print this one clear message instead of theirs.
-    """
-
-    last: MissingWeightsError | None = None
-
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)
-        MissingWeightsError.last = self
+    """A pretrained component could not be found locally. The message says what and how to fix it."""
 
 
 @dataclass

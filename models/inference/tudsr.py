@@ -55,8 +55,9 @@ class TUDSRPipeline(nn.Module):
         dtype: autocast dtype for the networks (e.g. ``torch.bfloat16``); ``None`` runs in the weights' dtype.
             Tile blending and the colour fix always run in float32.
 
-    ``forward`` expects to be called under ``torch.inference_mode()`` (or ``no_grad``) by the caller, with the
-    pipeline in eval (set at construction; in train mode the generator would sample the VAE posterior).
+    ``forward`` expects to be called under ``torch.inference_mode()`` (or ``no_grad``) by the caller. It runs the
+    generator in eval (posterior mode, no LoRA dropout) and afterwards restores the generator's train/eval mode
+    and its previously active adapter, so a training module can share the generator.
     """
 
     def __init__(
@@ -95,7 +96,6 @@ class TUDSRPipeline(nn.Module):
         self.color_fix_stage1 = color_fix_stage1
         self.upsample1, self.upsample2 = upsample1, upsample2
         self.dtype = dtype
-        self.eval()  # the generator encodes with the posterior mode only in eval
 
     @property
     def scale(self) -> int:
@@ -149,11 +149,20 @@ class TUDSRPipeline(nn.Module):
         ``dtype`` overrides the autocast dtype given at construction.
         """
         dtype = dtype if dtype is not None else self.dtype
-        h, w = lq.shape[-2:]
-        two_stage = self.adapter2 is not None
-        x1 = _resize(lq.float(), (h * self.m, w * self.m), self.upsample1)  # (B, 3, hM, wM)
-        y = self.run_stage(x1, self.adapter1, self.t1, color_fix=self.color_fix_stage1 or not two_stage, dtype=dtype)
-        if two_stage:
-            x2 = _resize(y, (h * self.m * self.n, w * self.m * self.n), self.upsample2)  # (B, 3, hMN, wMN)
-            y = self.run_stage(x2, self.adapter2, self.t2, dtype=dtype)
+        gen = self.generator
+        was_training, prev_adapter = gen.training, gen.active_adapter
+        gen.eval()
+        try:
+            h, w = lq.shape[-2:]
+            two_stage = self.adapter2 is not None
+            x1 = _resize(lq.float(), (h * self.m, w * self.m), self.upsample1)  # (B, 3, hM, wM)
+            fix1 = self.color_fix_stage1 or not two_stage
+            y = self.run_stage(x1, self.adapter1, self.t1, color_fix=fix1, dtype=dtype)  # (B, 3, hM, wM)
+            if two_stage:
+                x2 = _resize(y, (h * self.m * self.n, w * self.m * self.n), self.upsample2)  # (B, 3, hMN, wMN)
+                y = self.run_stage(x2, self.adapter2, self.t2, dtype=dtype)
+        finally:
+            gen.train(was_training)
+            if gen.active_adapter != prev_adapter:
+                gen.set_adapter(prev_adapter)
         return y

@@ -9,7 +9,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from callbacks.prediction_writer import PredictionWriter
 from datamodules import SRDataModule
-from models.pretrained import MissingWeightsError
+from models.pretrained import MissingWeightsError, missing_weights_cause
 
 
 class OneStepSRCLI(LightningCLI):
@@ -17,18 +17,6 @@ class OneStepSRCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - jsonargparse parser
         parser.add_lightning_class_args(PredictionWriter, "writer")
-
-
-def missing_weights_cause(err: BaseException | None) -> MissingWeightsError | None:
-    """The MissingWeightsError behind ``err``: jsonargparse re-raises errors of nested class instantiation as
-    ``ValueError: Does not validate against any of the Union subtypes`` (the original stays in the chain)."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, MissingWeightsError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> OneStepSRCLI:

@@ -217,3 +217,15 @@ def require_file(component: str, path: str) -> str:
             "runs/<run>/export/) or point the config at an exported file."
         )
     return str(p)
+
+
+def missing_weights_cause(err: BaseException | None) -> MissingWeightsError | None:
+    """The MissingWeightsError behind ``err``: jsonargparse re-raises errors of nested class instantiation as
+    ``ValueError: Does not validate against any of the Union subtypes`` (the original stays in the chain)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, MissingWeightsError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from models.conditions.cache import FeatureCache, bicubic_lr
 from models.conditions.text import ConditionEncoder
-from models.pretrained import MissingWeightsError
+from models.pretrained import missing_weights_cause
 
 __all__ = ["MANIFEST", "build_condition", "cache_tag", "open_cache", "training_images", "precompute", "main"]
 
@@ -151,11 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="recompute entries already present")
     args = parser.parse_args(argv)
     config = yaml.safe_load(Path(args.config).read_text())
-    MissingWeightsError.last = None
     try:
         cache, written = precompute(config, args.out, args.limit, args.view, args.dtype, args.device, args.overwrite)
     except Exception as err:  # jsonargparse re-wraps errors raised while instantiating: report the missing weight
-        missing = err if isinstance(err, MissingWeightsError) else MissingWeightsError.last
+        missing = missing_weights_cause(err)
         if missing is None:
             raise
         print(f"error: {missing}", file=sys.stderr)

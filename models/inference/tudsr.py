@@ -14,6 +14,7 @@ Reference: /work/shared/notes/reference.md section 1 (Inference).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -55,9 +56,9 @@ class TUDSRPipeline(nn.Module):
         dtype: autocast dtype for the networks (e.g. ``torch.bfloat16``); ``None`` runs in the weights' dtype.
             Tile blending and the colour fix always run in float32.
 
-    ``forward`` expects to be called under ``torch.inference_mode()`` (or ``no_grad``) by the caller. It runs the
-    generator in eval (posterior mode, no LoRA dropout) and afterwards restores the generator's train/eval mode
-    and its previously active adapter, so a training module can share the generator.
+    ``forward`` expects to be called under ``torch.inference_mode()`` (or ``no_grad``) by the caller. It and
+    :meth:`run_stage` run the generator in eval (posterior mode, no LoRA dropout) and afterwards restore the
+    generator's train/eval mode and its previously active adapter, so a training module can share the generator.
     """
 
     def __init__(
@@ -107,6 +108,19 @@ class TUDSRPipeline(nn.Module):
         """Image sizes are padded to multiples of this (VAE factor * UNet factor, 64 for SD2.1)."""
         return self.vae_factor * self.unet_factor
 
+    @contextlib.contextmanager
+    def _generator_state(self) -> Iterator[None]:
+        """Run the generator in eval (posterior mode, no LoRA dropout); restore its mode and active adapter."""
+        gen = self.generator
+        was_training, prev_adapter = gen.training, gen.active_adapter
+        gen.eval()
+        try:
+            yield
+        finally:
+            gen.train(was_training)
+            if gen.active_adapter != prev_adapter:
+                gen.set_adapter(prev_adapter)
+
     def _autocast(self, device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
         if dtype is None or dtype == torch.float32:
             return contextlib.nullcontext()
@@ -133,10 +147,10 @@ class TUDSRPipeline(nn.Module):
         """
         gen = self.generator
         H, W = x.shape[-2:]
-        if adapter is not None:
-            gen.set_adapter(adapter)
         xp = pad_to_multiple(x, self.pad_multiple, mode="reflect")  # (B, 3, Hp, Wp)
-        with self._autocast(x.device, dtype):
+        with self._generator_state(), self._autocast(x.device, dtype):
+            if adapter is not None:
+                gen.set_adapter(adapter)
             z = tiled_encode(gen.encode, xp, self.vae_factor, self.vae_tile, self.vae_overlap)  # (B, 4, Hp/f, Wp/f)
             z_h = self.denoise_latent(z, timestep)
             y = tiled_decode(gen.decode, z_h, self.vae_factor, self.vae_tile, self.vae_overlap)  # (B, 3, Hp, Wp)
@@ -149,20 +163,13 @@ class TUDSRPipeline(nn.Module):
         ``dtype`` overrides the autocast dtype given at construction.
         """
         dtype = dtype if dtype is not None else self.dtype
-        gen = self.generator
-        was_training, prev_adapter = gen.training, gen.active_adapter
-        gen.eval()
-        try:
-            h, w = lq.shape[-2:]
-            two_stage = self.adapter2 is not None
+        h, w = lq.shape[-2:]
+        two_stage = self.adapter2 is not None
+        with self._generator_state():
             x1 = _resize(lq.float(), (h * self.m, w * self.m), self.upsample1)  # (B, 3, hM, wM)
             fix1 = self.color_fix_stage1 or not two_stage
             y = self.run_stage(x1, self.adapter1, self.t1, color_fix=fix1, dtype=dtype)  # (B, 3, hM, wM)
             if two_stage:
                 x2 = _resize(y, (h * self.m * self.n, w * self.m * self.n), self.upsample2)  # (B, 3, hMN, wMN)
                 y = self.run_stage(x2, self.adapter2, self.t2, dtype=dtype)
-        finally:
-            gen.train(was_training)
-            if gen.active_adapter != prev_adapter:
-                gen.set_adapter(prev_adapter)
         return y

@@ -12,9 +12,10 @@ from models.pretrained import Source
 
 # f = 8 (four VAE levels, like SD), UNet factor 2: images are padded to multiples of 16. Attention only at the
 # UNet's coarser level and in the VAE mid-block keeps the full-size (untiled) references cheap on CPU.
+# scaling_factor 2.8 gives unit-variance latents, as SD's 0.18215 does for the real VAE.
 VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
            up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[8, 8, 16, 16], layers_per_block=1,
-           latent_channels=4, norm_num_groups=4, sample_size=64, scaling_factor=2.8)  # unit-variance latents, as SD's 0.18215
+           latent_channels=4, norm_num_groups=4, sample_size=64, scaling_factor=2.8)
 UNET = dict(sample_size=16, in_channels=4, out_channels=4, down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
             up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], block_out_channels=[16, 32], layers_per_block=1,
             cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8, use_linear_projection=True)

@@ -1,0 +1,189 @@
+"""FSDP for frozen-base + LoRA modules (the StrSR DiT): a wrap policy, per-network norm clipping, and a strategy.
+
+Plain ``ModuleWrapPolicy({TransformerBlock})`` fails on these models: a block holds the frozen bf16 base weights
+*and* the fp32 LoRA factors, and FSDP flattens one unit into one tensor of one dtype ("Must flatten tensors with
+uniform dtype"). The recipe here (peft's FSDP + LoRA recipe, plus replication of the small frozen networks):
+
+- every transformer block is a unit (its frozen base weights, sharded);
+- every leaf module that owns trainable parameters (LoRA A/B, condition MLP layers, discriminator heads) is its
+  own unit, so each flat parameter has one dtype and one ``requires_grad``;
+- the frozen networks outside the blocks (VAE, VLM, discriminator backbone, loss networks: many of them called
+  through methods other than ``forward``, which FSDP would not unshard) are ``ignored_states``: replicated on
+  every rank like under DDP, moved to the device here.
+
+Lightning 2.6's ``FSDPPrecision.clip_grad_by_norm`` raises (``LightningModule.clip_gradients(opt, v, "norm")`` does
+not work under FSDP), and ``FullyShardedDataParallel.clip_grad_norm_`` clips *every* gradient of the root, which
+mixes the generator's and the discriminator's norms whenever both hold gradients (accumulation windows).
+:class:`ShardedClipPrecision` clips exactly the optimizer's parameters with the global (all-shards) norm.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch.plugins.precision import FSDPPrecision
+from lightning.pytorch.strategies import FSDPStrategy
+from torch import Tensor, nn
+from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+__all__ = ["DIT_BLOCKS", "LoRAWrapPolicy", "LoRAFSDPStrategy", "ShardedClipPrecision", "clip_sharded_grad_norm_",
+           "frozen_outside_units"]
+
+DIT_BLOCKS = (
+    "diffusers.models.transformers.transformer_flux2.Flux2TransformerBlock",
+    "diffusers.models.transformers.transformer_flux2.Flux2SingleTransformerBlock",
+    "diffusers.models.transformers.transformer_z_image.ZImageTransformerBlock",
+)
+
+
+def _import_classes(paths: Iterable[str]) -> tuple[type[nn.Module], ...]:
+    """Classes from dotted paths; a path whose module is missing (older diffusers) is skipped."""
+    classes = []
+    for path in paths:
+        module, _, name = path.rpartition(".")
+        try:
+            classes.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(classes)
+
+
+def _owns_trainable(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters(recurse=False))
+
+
+class LoRAWrapPolicy(ModuleWrapPolicy):
+    """FSDP units: every ``block_classes`` module and every module owning trainable parameters directly."""
+
+    def __init__(self, block_classes: Sequence[str] = DIT_BLOCKS) -> None:
+        self.block_paths = tuple(block_classes)
+        super().__init__(_import_classes(self.block_paths))
+
+    def is_unit(self, module: nn.Module) -> bool:
+        return isinstance(module, tuple(self._module_classes)) or _owns_trainable(module)
+
+    def _run_policy(self, root_module: nn.Module, ignored_modules: set[nn.Module],
+                    root_kwargs: dict[str, Any]) -> dict[nn.Module, dict[str, Any]]:
+        return {m: dict(root_kwargs) for m in root_module.modules() if m not in ignored_modules and self.is_unit(m)}
+
+    def __call__(self, module: nn.Module, recurse: bool, *args: Any, **kwargs: Any) -> bool:  # legacy interface
+        return True if recurse else self.is_unit(module)
+
+
+def frozen_outside_units(root: nn.Module, policy: LoRAWrapPolicy) -> list[nn.Module]:
+    """Largest subtrees of ``root`` with parameters or buffers, no trainable parameter and no FSDP unit inside."""
+    qualifies: dict[nn.Module, bool] = {}
+
+    def visit(module: nn.Module) -> bool:  # post-order: a module qualifies if it and all its children do
+        children = [visit(child) for child in module.children()]
+        ok = all(children) and not policy.is_unit(module) and not _owns_trainable(module)
+        qualifies[module] = ok
+        return ok
+
+    visit(root)
+    out: list[nn.Module] = []
+
+    def collect(module: nn.Module) -> None:
+        if qualifies[module] and module is not root:
+            if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
+                out.append(module)
+            return
+        for child in module.children():
+            collect(child)
+
+    collect(root)
+    return out
+
+
+@torch.no_grad()
+def clip_sharded_grad_norm_(root: FullyShardedDataParallel, params: Iterable[Tensor], max_norm: float) -> Tensor:
+    """Scale the gradients of ``params`` so that their global L2 norm is at most ``max_norm``; returns the norm.
+
+    As ``FullyShardedDataParallel.clip_grad_norm_`` (same sharded / non-sharded split, same reduction), restricted
+    to ``params``. Needs ``use_orig_params=True`` (original parameters hold their local gradient shards).
+    """
+    params = list(params)
+    wanted = {id(p) for p in params}
+    sharded, seen = [], set()
+    for handle in root._all_handles:  # private, stable since torch 2.1 (what clip_grad_norm_ itself walks)
+        if handle.flat_param._params is None:
+            raise ValueError("clip_sharded_grad_norm_ needs FSDP(use_orig_params=True)")
+        for p in handle.flat_param._params:
+            if id(p) in wanted and id(p) not in seen:
+                seen.add(id(p))
+                if handle.uses_sharded_strategy:
+                    sharded.append(p)
+    replicated = [p for p in params if id(p) not in {id(s) for s in sharded}]  # NO_SHARD units, ignored states
+    device = root.compute_device
+
+    def sq(ps: list[Tensor]) -> Tensor:
+        total = torch.zeros((), device=device, dtype=torch.float32)
+        for p in ps:
+            if p.grad is not None and p.grad.numel():
+                total += p.grad.detach().float().pow(2).sum().to(device)
+        return total
+
+    total = sq(sharded)
+    dist.all_reduce(total, group=root.process_group)  # shards -> global sum of squares
+    total = (total + sq(replicated)).sqrt()
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for p in params:
+        if p.grad is not None:
+            p.grad.mul_(coef.to(p.grad.device, p.grad.dtype))
+    return total
+
+
+class ShardedClipPrecision(FSDPPrecision):
+    """``FSDPPrecision`` whose norm clipping works: the optimizer's own parameters, global norm over shards."""
+
+    strategy: FSDPStrategy | None = None
+
+    def clip_grad_by_norm(self, optimizer: torch.optim.Optimizer, clip_val: int | float) -> None:
+        if self.scaler is not None:
+            raise ValueError("norm clipping with fp16 loss scaling is not supported here; use precision bf16-mixed")
+        root = self.strategy.model if self.strategy is not None else None
+        if not isinstance(root, FullyShardedDataParallel):
+            raise RuntimeError("ShardedClipPrecision is set up by LoRAFSDPStrategy; the model is not FSDP-wrapped")
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        clip_sharded_grad_norm_(root, params, float(clip_val))
+
+
+class LoRAFSDPStrategy(FSDPStrategy):
+    """Lightning's ``FSDPStrategy`` with :class:`LoRAWrapPolicy`, replicated frozen networks, working norm clipping,
+    ``use_orig_params=True`` (LoRA beside frozen weights; optimizers built from the original parameters) and full
+    (rank-0, CPU-offloaded) checkpoints that the modules filter to trainable state (a sharded checkpoint would
+    store the frozen base too, and could not be reloaded without it).
+
+    Args:
+        block_classes: dotted paths of the transformer block classes (default: FLUX.2 double/single, Z-Image).
+        replicate_frozen: pass the frozen networks outside the blocks as ``ignored_states`` (see module docstring).
+        **kwargs: ``FSDPStrategy`` arguments (``sharding_strategy``, ``cpu_offload``, ``activation_checkpointing_policy``...).
+    """
+
+    def __init__(self, block_classes: Sequence[str] = DIT_BLOCKS, replicate_frozen: bool = True,
+                 state_dict_type: str = "full", use_orig_params: bool = True, **kwargs: Any) -> None:
+        self.wrap_policy = kwargs.pop("auto_wrap_policy", None) or LoRAWrapPolicy(block_classes)
+        super().__init__(auto_wrap_policy=self.wrap_policy, state_dict_type=state_dict_type,
+                         use_orig_params=use_orig_params, **kwargs)
+        self.replicate_frozen = replicate_frozen
+
+    def setup(self, trainer: Any) -> None:
+        plugin = self.precision_plugin
+        if type(plugin) is FSDPPrecision:  # swap in the plugin whose norm clipping works
+            self.precision_plugin = ShardedClipPrecision(plugin.precision, plugin.scaler)
+        if isinstance(self.precision_plugin, ShardedClipPrecision):
+            self.precision_plugin.strategy = self
+        super().setup(trainer)
+
+    def _setup_model(self, model: nn.Module) -> nn.Module:
+        if self.replicate_frozen and "ignored_states" not in self.kwargs and isinstance(self.wrap_policy, LoRAWrapPolicy):
+            frozen = frozen_outside_units(model, self.wrap_policy)
+            for module in frozen:  # FSDP leaves ignored states where they are
+                module.to(self.root_device)
+            self.kwargs["ignored_states"] = frozen
+        return super()._setup_model(model)

@@ -25,10 +25,12 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from lightning.fabric.strategies.fsdp import _setup_activation_checkpointing
 from lightning.pytorch.plugins.precision import FSDPPrecision
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor, nn
 from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.distributed.fsdp._runtime_utils import _post_backward_final_callback
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 __all__ = ["DIT_BLOCKS", "LoRAWrapPolicy", "LoRAFSDPStrategy", "ShardedClipPrecision", "clip_sharded_grad_norm_",
@@ -118,7 +120,8 @@ def clip_sharded_grad_norm_(root: FullyShardedDataParallel, params: Iterable[Ten
                 seen.add(id(p))
                 if handle.uses_sharded_strategy:
                     sharded.append(p)
-    replicated = [p for p in params if id(p) not in {id(s) for s in sharded}]  # NO_SHARD units, ignored states
+    sharded_ids = {id(p) for p in sharded}
+    replicated = [p for p in params if id(p) not in sharded_ids]  # NO_SHARD units, ignored states
     device = root.compute_device
 
     def sq(ps: list[Tensor]) -> Tensor:
@@ -172,6 +175,18 @@ class LoRAFSDPStrategy(FSDPStrategy):
                          use_orig_params=use_orig_params, **kwargs)
         self.replicate_frozen = replicate_frozen
 
+    def post_backward(self, closure_loss: Tensor) -> None:
+        """Finish FSDP's backward now. Manual optimisation calls backward *inside* the root module's forward
+        (``training_step``), and FSDP queues its end-of-backward callback only from hooks on the root forward's
+        outputs, so it would never run: gradients would not be finalised and units would stay in BACKWARD_POST
+        (state_dict and clipping then fail). Requires an empty root unit, which ``_setup_model`` ensures."""
+        super().post_backward(closure_loss)
+        root = self.model
+        if isinstance(root, FullyShardedDataParallel) and not getattr(root, "_post_backward_callback_queued", False):
+            if root._handle is not None and root._handle.flat_param.numel() > 0:
+                raise RuntimeError("LoRAFSDPStrategy: the root FSDP unit holds parameters; use replicate_frozen=true")
+            _post_backward_final_callback(root, root)
+
     def setup(self, trainer: Any) -> None:
         plugin = self.precision_plugin
         if type(plugin) is FSDPPrecision:  # swap in the plugin whose norm clipping works
@@ -185,5 +200,22 @@ class LoRAFSDPStrategy(FSDPStrategy):
             frozen = frozen_outside_units(model, self.wrap_policy)
             for module in frozen:  # FSDP leaves ignored states where they are
                 module.to(self.root_device)
-            self.kwargs["ignored_states"] = frozen
-        return super()._setup_model(model)
+            covered = {id(p) for m in frozen for p in m.parameters()}
+            units = [m for m in model.modules() if self.wrap_policy.is_unit(m)]
+            covered |= {id(p) for m in units for p in m.parameters()}
+            stray = [p for p in model.parameters() if id(p) not in covered]  # frozen, on containers of units
+            if stray:  # the root unit must stay empty (see post_backward); ignore them too, as parameters
+                for p in stray:
+                    p.data = p.data.to(self.root_device)
+                self.kwargs["ignored_states"] = [p for m in frozen for p in m.parameters()] + stray
+            else:
+                self.kwargs["ignored_states"] = frozen
+        if self.root_device.type != "cpu" or any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+            return super()._setup_model(model)
+        # CPU (gloo) runs, for tests and debugging: Lightning passes device_id=None, which FSDP refuses without GPUs
+        model = FullyShardedDataParallel(module=model, cpu_offload=self.cpu_offload,
+                                         mixed_precision=self.mixed_precision_config,
+                                         sharding_strategy=self.sharding_strategy, device_id=self.root_device,
+                                         **self.kwargs)
+        _setup_activation_checkpointing(model, self._activation_checkpointing_kwargs)
+        return model

@@ -61,14 +61,9 @@ def test_demo_fit_through_the_cli_writes_run_files(monkeypatch: pytest.MonkeyPat
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cli = main.cli_main(["fit", "--config", str(ROOT / "configs" / "demo" / "stage1.yaml"),
-                             "--trainer.max_steps", "4", "--data.batch_size", "1", "--trainer.log_every_n_steps", "1",
-                             "--trainer.enable_progress_bar", "false"])
-    finally:
-        torch.set_num_threads(threads)
+    cli = main.cli_main(["fit", "--config", str(ROOT / "configs" / "demo" / "stage1.yaml"),
+                         "--trainer.max_steps", "4", "--data.batch_size", "1", "--trainer.log_every_n_steps", "1",
+                         "--trainer.enable_progress_bar", "false"])
     assert cli.trainer.global_step == 4  # 2 batches x (G + D)
     log_dir = Path(cli.trainer.log_dir)
     assert log_dir.resolve().is_relative_to((tmp_path / "runs" / "demo_stage1").resolve())

@@ -25,6 +25,7 @@ from models.conditions.text import ConditionEncoder
 from models.lora import LORA_WEIGHT_NAME, LoraConfig, add_adapter, adapter_named_parameters, adapter_names
 from models.lora import load_adapter as load_lora_file
 from models.lora import save_adapter, set_trainable
+from models.pretrained import Source, freeze, from_hf, resolve_dtype
 
 __all__ = ["DiTBackend", "OneStepDiTGenerator", "resolve_lora_targets", "MLP_WEIGHT_NAME"]
 
@@ -67,6 +68,17 @@ class DiTBackend(nn.Module):
 
     def train(self, mode: bool = True) -> "DiTBackend":
         return super().train(False)  # frozen base: always eval
+
+    def load_parts(self, family: str, transformer_cls: type, vae_cls: type, transformer: Source, vae: Source,
+                   dtype: str, gradient_checkpointing: bool) -> None:
+        """Load (or build from a config) the frozen transformer and VAE of one model family."""
+        torch_dtype = resolve_dtype(dtype)
+        self.transformer = freeze(from_hf(f"{family} transformer", transformer_cls, transformer, dtype=torch_dtype,
+                                          yaml_key="generator.backend.transformer.pretrained"))
+        self.vae = freeze(from_hf(f"{family} VAE", vae_cls, vae, dtype=torch_dtype,
+                                  yaml_key="generator.backend.vae.pretrained"))
+        if gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
 
 
 def resolve_lora_targets(model: nn.Module, suffixes: list[str] | tuple[str, ...]) -> list[str]:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from models.generators.dit_onestep import DiTBackend
-from models.pretrained import Source, freeze, from_hf, resolve_dtype
+from models.pretrained import Source
 
 __all__ = [
     "Flux2Backend",
@@ -111,15 +111,8 @@ class Flux2Backend(DiTBackend):
         super().__init__()
         from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
 
-        torch_dtype = resolve_dtype(dtype)
-        self.transformer = from_hf("FLUX.2 transformer", Flux2Transformer2DModel, transformer, dtype=torch_dtype,
-                                   yaml_key="generator.backend.transformer.pretrained")
-        self.vae = from_hf("FLUX.2 VAE", AutoencoderKLFlux2, vae, dtype=torch_dtype,
-                           yaml_key="generator.backend.vae.pretrained")
-        freeze(self.transformer)
-        freeze(self.vae)
-        if gradient_checkpointing:
-            self.transformer.enable_gradient_checkpointing()
+        self.load_parts("FLUX.2", Flux2Transformer2DModel, AutoencoderKLFlux2, transformer, vae, dtype,
+                        gradient_checkpointing)
 
     @property
     def text_dim(self) -> int:

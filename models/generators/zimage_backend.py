@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from models.generators.dit_onestep import DiTBackend
-from models.pretrained import Source, freeze, from_hf, resolve_dtype
+from models.pretrained import Source
 
 __all__ = ["ZImageBackend", "ZIMAGE_LORA_TARGETS"]
 
@@ -55,19 +55,12 @@ class ZImageBackend(DiTBackend):
         super().__init__()
         from diffusers import AutoencoderKL, ZImageTransformer2DModel
 
-        torch_dtype = resolve_dtype(dtype)
-        self.transformer = from_hf("Z-Image transformer", ZImageTransformer2DModel, transformer, dtype=torch_dtype,
-                                   yaml_key="generator.backend.transformer.pretrained")
-        self.vae = from_hf("Z-Image VAE", AutoencoderKL, vae, dtype=torch_dtype,
-                           yaml_key="generator.backend.vae.pretrained")
-        if transformer.config is not None:
+        self.load_parts("Z-Image", ZImageTransformer2DModel, AutoencoderKL, transformer, vae, dtype,
+                        gradient_checkpointing)
+        if transformer.config is not None:  # random init: the pad tokens start at zero
             with torch.no_grad():
                 for token in (self.transformer.x_pad_token, self.transformer.cap_pad_token):
                     token.normal_(0.0, pad_token_std)
-        freeze(self.transformer)
-        freeze(self.vae)
-        if gradient_checkpointing:
-            self.transformer.enable_gradient_checkpointing()
         self.scaling_factor = float(self.vae.config.scaling_factor)
         shift = self.vae.config.shift_factor
         self.shift_factor = float(shift) if shift is not None else 0.0

@@ -6,12 +6,14 @@ stepped, what the checkpoint holds, what the callbacks wrote. Resuming and the n
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
 import pytest
 import torch
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -31,28 +33,12 @@ from models.lora import LoraConfig
 from models.pretrained import Source
 
 # The tiny architectures of configs/demo/stage1.yaml (VAE factor 4, UNet x2: pixel multiple 8; DINOv3 patch 8).
-VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3,
-           up_block_types=["UpDecoderBlock2D"] * 3, block_out_channels=[16, 32, 32], layers_per_block=1,
-           latent_channels=4, norm_num_groups=8, sample_size=64, scaling_factor=0.18215)
-UNET = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=[32, 64],
-            down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
-            up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"], cross_attention_dim=32, attention_head_dim=8,
-            norm_num_groups=8, use_linear_projection=True)
-SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                 prediction_type="epsilon", clip_sample=False)
-DINO = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, patch_size=8,
-            num_register_tokens=4, image_size=64)
-TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "conv_shortcut", "conv", "conv_in", "conv_out"]
+_DEMO = yaml.safe_load((Path(__file__).parents[2] / "configs/demo/stage1.yaml").read_text())["model"]["init_args"]
+_GEN = _DEMO["generator"]["init_args"]
+VAE, UNET, SCHEDULER = _GEN["vae"]["config"], _GEN["unet"]["config"], _GEN["scheduler"]["config"]
+DINO, TARGETS = _DEMO["discriminator"]["init_args"]["backbone"]["config"], _GEN["lora"]["target_modules"]
 LOSS_WEIGHTS = {"ea_dists": 5.0, "mae": 0.5}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is many times faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+import yaml
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
@@ -29,29 +30,13 @@ from models.lora import LoraConfig
 from models.pretrained import MissingWeightsError, Source
 
 # The tiny architectures of configs/demo/stage2.yaml.
-VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3,
-           up_block_types=["UpDecoderBlock2D"] * 3, block_out_channels=[16, 32, 32], layers_per_block=1,
-           latent_channels=4, norm_num_groups=8, sample_size=64, scaling_factor=0.18215)
-UNET = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=[32, 64],
-            down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
-            up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"], cross_attention_dim=32, attention_head_dim=8,
-            norm_num_groups=8, use_linear_projection=True)
-SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                 prediction_type="epsilon", clip_sample=False)
-DINO = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, patch_size=8,
-            num_register_tokens=4, image_size=64)
-TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "conv_shortcut", "conv", "conv_in", "conv_out"]
+_DEMO = yaml.safe_load((Path(__file__).parents[2] / "configs/demo/stage2.yaml").read_text())["model"]["init_args"]
+_GEN = _DEMO["generator"]["init_args"]
+VAE, UNET, SCHEDULER = _GEN["vae"]["config"], _GEN["unet"]["config"], _GEN["scheduler"]["config"]
+DINO, TARGETS = _DEMO["discriminator"]["init_args"]["backbone"]["config"], _GEN["lora"]["target_modules"]
 CROP, N, R = 64, 2, 32
 CHUNKS = (CROP // R) ** 2  # N^2 = 4
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is many times faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,6 @@ from models.generators import OneStepSDGenerator, compute_prompt_embedding, empt
 from models.pretrained import MissingWeightsError, Source
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is many times faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 SD21_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                       prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
 

@@ -31,15 +31,6 @@ TILED_MEAN_ABS_TOL = 0.06
 SEAM_RATIO_MAX = 1.25
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Intra-op threads thrash on a shared 2-core machine (30x slower measured); restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _base(seed: int = 0) -> OneStepSDGenerator:
     torch.manual_seed(seed)
     return OneStepSDGenerator(vae=Source(config=VAE), unet=Source(config=UNET), scheduler=Source(config=SCHED))

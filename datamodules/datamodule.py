@@ -99,6 +99,22 @@ class SRDataModule(LightningDataModule):
         testing = self.trainer is not None and self.trainer.testing
         return self.test_set_names if testing else self.val_set_names
 
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: the degradation's random stream, so a resumed run continues it instead of
+        replaying the draws of its first steps. The pair pool is not saved (it refills within pool_size / batch
+        batches after a resume)."""
+        return {"degradation_rng": self.degradation.generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Rank 0 saved the checkpoint: it continues its stream; other ranks derive distinct streams from it."""
+        if "degradation_rng" not in state_dict:
+            return
+        self.degradation.generator.set_state(state_dict["degradation_rng"])
+        rank = self._rank_and_world()[0]
+        if rank:
+            base = int(torch.randint(2**62, (), generator=self.degradation.generator))
+            self.degradation.set_seed(base + rank)
+
     @property
     def eval_set_scales(self) -> list[int]:
         """Scales of the current evaluation dataloaders, indexed by ``dataloader_idx``."""

@@ -165,3 +165,23 @@ def test_every_adapter_a_config_reads_is_one_a_config_writes() -> None:
                 read[f"{rel(path)}: {key}"] = value
     assert read, "no config reads an exported adapter"
     assert {where: path for where, path in read.items() if path not in written} == {}
+
+
+def test_channels_last_switch_keeps_the_output(tmp_path) -> None:
+    """The inference speed switch changes the memory layout, not the result."""
+    import main
+
+    # the demo chain's exported adapters, written into the (empty) working folder from the demo stage-1 generator
+    generator = main.cli_main(["--config", str(ROOT / "configs/demo/stage1.yaml")], run=False).model.generator
+    for stage in ("stage1", "stage2"):
+        generator.export_adapter(tmp_path / f"runs/demo_{stage}/export/{stage}.safetensors")
+    base = ["--config", str(ROOT / "configs/demo/predict_x4.yaml")]
+    outputs = []
+    for flag in ("false", "true"):
+        cli = main.cli_main(base + ["--model.init_args.channels_last", flag], run=False)
+        torch.manual_seed(0)
+        lq = torch.rand(1, 3, 24, 20)
+        with torch.inference_mode():
+            outputs.append(cli.model(lq))
+    assert outputs[0].shape == (1, 3, 96, 80)
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-4, rtol=1e-4)

@@ -16,6 +16,7 @@ from torch.utils.data import Subset, DataLoader, Dataset
 from .datasets import DemoEvalDataset, EpochSampler, HQImageDataset, PairedImageDataset, predict_dataset
 from .degradation import KernelSampler, RealESRGANDegradation
 from .images import DEFAULT_MAX_PIXELS, DataError
+from .resume_state import degradation_state_dict, load_degradation_state_dict
 
 
 @dataclass
@@ -100,20 +101,16 @@ class SRDataModule(LightningDataModule):
         return self.test_set_names if testing else self.val_set_names
 
     def state_dict(self) -> dict[str, Any]:
-        """Saved in every checkpoint: the degradation's random stream, so a resumed run continues it instead of
-        replaying the draws of its first steps. The pair pool is not saved (it refills within pool_size / batch
-        batches after a resume)."""
-        return {"degradation_rng": self.degradation.generator.get_state()}
+        """Saved in every checkpoint: each rank's degradation random stream (and a small pair pool), so a resumed
+        run continues them instead of replaying the draws of its first steps (see :mod:`datamodules.resume_state`)."""
+        rank, world = self._rank_and_world()
+        step = int(self.trainer.global_step) if self.trainer is not None else 0
+        return degradation_state_dict(self.degradation, rank, world, step)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Rank 0 saved the checkpoint: it continues its stream; other ranks derive distinct streams from it."""
-        if "degradation_rng" not in state_dict:
-            return
-        self.degradation.generator.set_state(state_dict["degradation_rng"])
-        rank = self._rank_and_world()[0]
-        if rank:
-            base = int(torch.randint(2**62, (), generator=self.degradation.generator))
-            self.degradation.set_seed(base + rank)
+        if "ranks" in state_dict:
+            rank, world = self._rank_and_world()
+            load_degradation_state_dict(self.degradation, state_dict, rank, world)
 
     @property
     def eval_set_scales(self) -> list[int]:

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from callbacks.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO
 from datamodules.degradation import DegradationConfig, KernelSampler, RealESRGANDegradation
-from lightning_modules.state import degradation_state_dict, fold_seed, load_degradation_state_dict
+from datamodules.resume_state import degradation_state_dict, fold_seed, load_degradation_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,13 +102,13 @@ def test_process_killed_mid_save_leaves_only_a_stale_tmp(tmp_path: Path) -> None
 
 
 # ---------------------------------------------------------------------------------------------- degradation state
-def _batch(n: int, seed: int) -> dict:
+def _batch(n: int, seed: int, size: int = 32) -> dict:
     g = torch.Generator().manual_seed(seed)
     sampler = KernelSampler(DegradationConfig.preset("light"))
     rng = np.random.default_rng(seed)
     items = [sampler(rng) for _ in range(n)]
     batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-    batch["gt"] = torch.rand(n, 3, 32, 32, generator=g)
+    batch["gt"] = torch.rand(n, 3, size, size, generator=g)
     batch["path"] = [f"s{seed}_{i}.png" for i in range(n)]
     return batch
 
@@ -156,7 +156,7 @@ GATHER_WORKER = """
 import os, sys
 import numpy as np, torch, torch.distributed as dist
 from datamodules.degradation import DegradationConfig, KernelSampler, RealESRGANDegradation
-from lightning_modules.state import degradation_state_dict, load_degradation_state_dict
+from datamodules.resume_state import degradation_state_dict, load_degradation_state_dict
 rank, world, out = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), {out!r}
 
 
@@ -282,3 +282,11 @@ def test_sigkill_then_resume_from_last(tmp_path: Path) -> None:
     assert first_new["global_step"] == resumed_from + EVERY
     assert first_new["loops"]["fit_loop"]["epoch_loop.manual_optimization.optim_step_progress"]["total"][
         "completed"] == resumed_from + EVERY
+    # the degradation stream is saved with every checkpoint and continued by the resumed run: one batch after the
+    # resume it is the saved stream advanced by exactly one batch of draws (a restart would give another state)
+    saved = load(after[resumed_from])["SRDataModule"]["degradation"]["ranks"][0]
+    first = first_new["SRDataModule"]["degradation"]["ranks"][0]
+    replay = RealESRGANDegradation("light", scale=4, resize_back=True)  # the demo's data.degradation
+    replay.generator.set_state(saved["generator"])
+    replay(_batch(2, 0, size=64))  # draws depend on the batch size only
+    assert saved["seed"] == 0 and torch.equal(first["generator"], replay.generator.get_state())

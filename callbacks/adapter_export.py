@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 
 
 class AdapterExport(L.Callback):
@@ -27,6 +29,11 @@ class AdapterExport(L.Callback):
         return root / f"{self.filename}.safetensors"
 
     def export(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if isinstance(trainer.strategy, FSDPStrategy):
+            # Gathering sharded LoRA weights is a collective that a rank-0-only export would hang on; not supported
+            # yet: the checkpoints (full state dict, trainable weights only) hold the adapter.
+            rank_zero_warn("AdapterExport is skipped under FSDP: take the adapter from the checkpoint")
+            return
         if not trainer.is_global_zero:
             return
         path = self.path(trainer)

@@ -20,7 +20,8 @@ mixes the generator's and the discriminator's norms whenever both hold gradients
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -29,12 +30,12 @@ from lightning.fabric.strategies.fsdp import _setup_activation_checkpointing
 from lightning.pytorch.plugins.precision import FSDPPrecision
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor, nn
-from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel, StateDictType
 from torch.distributed.fsdp._runtime_utils import _post_backward_final_callback
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 __all__ = ["DIT_BLOCKS", "LoRAWrapPolicy", "LoRAFSDPStrategy", "ShardedClipPrecision", "clip_sharded_grad_norm_",
-           "frozen_outside_units"]
+           "frozen_outside_units", "gathered_state"]
 
 DIT_BLOCKS = (
     "diffusers.models.transformers.transformer_flux2.Flux2TransformerBlock",
@@ -78,7 +79,8 @@ class LoRAWrapPolicy(ModuleWrapPolicy):
 
 
 def frozen_outside_units(root: nn.Module, policy: LoRAWrapPolicy) -> list[nn.Module]:
-    """Largest subtrees of ``root`` with parameters or buffers, no trainable parameter and no FSDP unit inside."""
+    """Largest subtrees of ``root`` outside the blocks with parameters or buffers, no trainable parameter and no FSDP
+    unit inside: the frozen networks to replicate (``ignored_states``)."""
     qualifies: dict[nn.Module, bool] = {}
 
     def visit(module: nn.Module) -> bool:  # post-order: a module qualifies if it and all its children do
@@ -90,7 +92,11 @@ def frozen_outside_units(root: nn.Module, policy: LoRAWrapPolicy) -> list[nn.Mod
     visit(root)
     out: list[nn.Module] = []
 
+    blocks = tuple(policy._module_classes)
+
     def collect(module: nn.Module) -> None:
+        if isinstance(module, blocks):  # a block is sharded whole: its frozen base weights are the point of FSDP
+            return
         if qualifies[module] and module is not root:
             if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
                 out.append(module)
@@ -219,3 +225,16 @@ class LoRAFSDPStrategy(FSDPStrategy):
                                          **self.kwargs)
         _setup_activation_checkpointing(model, self._activation_checkpointing_kwargs)
         return model
+
+
+@contextmanager
+def gathered_state(model: nn.Module | None, is_global_zero: bool) -> Iterator[bool]:
+    """For exporting weights of a possibly FSDP-sharded ``model`` (``trainer.strategy.model``): inside,
+    ``state_dict()`` of any of its submodules returns full tensors on rank 0 (on CPU) and empty ones elsewhere.
+    Under FSDP it must be entered on *every* rank (the gathers are collectives); yields whether this rank writes."""
+    if not isinstance(model, FullyShardedDataParallel):
+        yield is_global_zero
+        return
+    config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+    with FullyShardedDataParallel.state_dict_type(model, StateDictType.FULL_STATE_DICT, config):
+        yield is_global_zero

@@ -110,7 +110,8 @@ class SRDataModule(LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "ranks" in state_dict:
             rank, world = self._rank_and_world()
-            load_degradation_state_dict(self.degradation, state_dict, rank, world)
+            device = self.trainer.strategy.root_device if self.trainer is not None else None
+            load_degradation_state_dict(self.degradation, state_dict, rank, world, device=device)
 
     @property
     def eval_set_scales(self) -> list[int]:

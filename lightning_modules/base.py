@@ -15,10 +15,22 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor, nn
 
 from losses.weighted import WeightedLoss
 from lightning_modules.guard import NonFiniteGuard
+
+
+_WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def clean_name(name: str) -> str:
+    """A parameter name without the FSDP / activation-checkpointing / torch.compile wrapper segments, as in
+    ``state_dict`` keys (FSDP's full state dict is keyed by the original names)."""
+    for segment in _WRAPPER_SEGMENTS:
+        name = name.replace(segment, "")
+    return name
 
 
 def _adamw(params: Any) -> torch.optim.Optimizer:
@@ -85,7 +97,7 @@ class OneStepGANModule(L.LightningModule):
     def trainable_names(self) -> set[str]:
         names = {f"generator.{n}" for n, _ in self.generator.trainable_named_parameters()}
         names |= {f"discriminator.{n}" for n, _ in self.discriminator.trainable_named_parameters()}
-        return names
+        return {clean_name(n) for n in names}
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.optimizer_g(self.generator_parameters()), self.optimizer_d(self.discriminator_parameters())]
@@ -172,9 +184,27 @@ class OneStepGANModule(L.LightningModule):
         self.log(f"train/{which}_skipped_steps", float(self.guard.total_skips[which]), on_step=True)
         return stepped
 
+    @contextmanager
+    def discriminator_grads_kept(self) -> Iterator[None]:
+        """The generator's backward must leave the discriminator's gradients as they were. ``frozen_discriminator``
+        keeps the heads out of the graph everywhere except under FSDP: there the heads' flat parameters still
+        require grad (FSDP sets that at the root's forward), so the adversarial term's gradient would land in the
+        heads' gradients, to be applied by the next discriminator step. Restore them (in place: FSDP's views)."""
+        if self._trainer is None or not isinstance(self._trainer.strategy, FSDPStrategy):
+            yield
+            return
+        params = self.discriminator_parameters()
+        before = [None if p.grad is None else p.grad.clone() for p in params]
+        yield
+        with torch.no_grad():
+            for p, grad in zip(params, before):
+                if p.grad is not None:
+                    p.grad.zero_() if grad is None else p.grad.copy_(grad)
+
     def generator_update(self, sr: Tensor, gt: Tensor, step_now: bool) -> dict[str, Tensor]:
         loss, terms = self.generator_loss(sr, gt)
-        self._optimize("g", loss, terms, step_now)
+        with self.discriminator_grads_kept():
+            self._optimize("g", loss, terms, step_now)
         return {"g_total": loss.detach(), **terms}
 
     def discriminator_update(self, sr: Tensor, gt: Tensor, step_now: bool) -> dict[str, Tensor]:

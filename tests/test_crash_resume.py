@@ -284,8 +284,8 @@ def test_sigkill_then_resume_from_last(tmp_path: Path) -> None:
         "completed"] == resumed_from + EVERY
     # the degradation stream is saved with every checkpoint and continued by the resumed run: one batch after the
     # resume it is the saved stream advanced by exactly one batch of draws (a restart would give another state)
-    saved = load(after[resumed_from])["SRDataModule"]["degradation"]["ranks"][0]
-    first = first_new["SRDataModule"]["degradation"]["ranks"][0]
+    saved = load(after[resumed_from])["SRDataModule"]["ranks"][0]
+    first = first_new["SRDataModule"]["ranks"][0]
     replay = RealESRGANDegradation("light", scale=4, resize_back=True)  # the demo's data.degradation
     replay.generator.set_state(saved["generator"])
     replay(_batch(2, 0, size=64))  # draws depend on the batch size only

@@ -254,4 +254,5 @@ class OneStepGANModule(L.LightningModule):
         return self._eval_step(batch, dataloader_idx)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return self._eval_step(batch, dataloader_idx, scale=getattr(self, "predict_scale", None) or 4)
+        # the predict folder has no scale of its own: use the training degradation's (SRDataModule.scale)
+        return self._eval_step(batch, dataloader_idx, scale=getattr(self.trainer.datamodule, "scale", 4))

@@ -89,7 +89,7 @@ class CachedFeatures(L.Callback):
 def build(module: str, size: str, crop: int, batch: int, device: str, extra: dict[str, Any] | None = None,
           workdir: Path | None = None) -> tuple[L.LightningModule, L.LightningDataModule]:
     """Model and datamodule of ``module`` from its demo YAML (real-size architectures for ``size="real"``)."""
-    from main import cli_main
+    from onestep_sr.cli import cli_main
 
     cfg = load_demo(module)
     if size == "real":

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from main import cli_main
+from onestep_sr.cli import cli_main
 from models.pretrained import MissingWeightsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +169,7 @@ def test_every_adapter_a_config_reads_is_one_a_config_writes() -> None:
 
 def test_channels_last_switch_keeps_the_output(tmp_path) -> None:
     """The inference speed switch changes the memory layout, not the result."""
-    import main
+    from onestep_sr import cli as main
 
     # the demo chain's exported adapters, written into the (empty) working folder from the demo stage-1 generator
     generator = main.cli_main(["--config", str(ROOT / "configs/demo/stage1.yaml")], run=False).model.generator

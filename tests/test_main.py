@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import main
+from onestep_sr import cli as main
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter is intended")

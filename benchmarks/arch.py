@@ -2,8 +2,8 @@
 
 The demo configs (``configs/demo/*.yaml``) build every component from an architecture ``config``; a real-size run
 replaces those dicts by the ones below (the same classes with the released architectures), so the benchmarks never
-need weights. Sources: /work/shared/notes/reference.md section 1 (SD2.1-base UNet), the public model configs of
-DINOv3 ViT-B/16, FLUX.2 klein-4B and ConvNeXt-XXLarge (CLIP). The Qwen3-VL-4B values are the published
+need weights. Sources: the public model configs (``config.json``) of SD2.1-base (VAE, UNet), DINOv3 ViT-B/16,
+FLUX.2 klein-4B and ConvNeXt-XXLarge (CLIP). The Qwen3-VL-4B values are the published
 ``config.json`` numbers as remembered here; they only matter for the rows that run the VLM (not the cached rows).
 """
 
@@ -13,7 +13,6 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 __all__ = ["SD21_VAE", "SD21_UNET", "DINOV3_VITB16", "FLUX2_KLEIN4B", "FLUX2_VAE", "CONVNEXT_XXL", "QWEN3VL_4B",
            "DEMO_CONFIGS", "load_demo", "real_size", "set_path"]
@@ -27,7 +26,7 @@ SD21_VAE: dict[str, Any] = {  # stabilityai/stable-diffusion-2-1-base vae/config
     "block_out_channels": [128, 256, 512, 512], "sample_size": 768, "scaling_factor": 0.18215,
     "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
 }
-SD21_UNET: dict[str, Any] = {  # reference.md section 1
+SD21_UNET: dict[str, Any] = {  # stabilityai/stable-diffusion-2-1-base unet/config.json
     "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
     "block_out_channels": [320, 640, 1280, 1280], "attention_head_dim": [5, 10, 20, 20], "cross_attention_dim": 1024,
     "use_linear_projection": True, "norm_num_groups": 32,
@@ -88,8 +87,11 @@ def set_path(cfg: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def load_demo(module: str) -> dict[str, Any]:
-    """The demo YAML of ``module`` (stage1, stage2, dit_flux2, dit_zimage) as a dict."""
-    return yaml.safe_load(DEMO_CONFIGS[module].read_text())
+    """The demo config of ``module`` (stage1, stage2, dit_flux2, dit_zimage) as a dict: composed and merged as the
+    CLI resolves it (every default filled in, nothing instantiated)."""
+    from onestep_sr.config import load_config
+
+    return load_config(DEMO_CONFIGS[module])
 
 
 _G = "model.init_args.generator.init_args"

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from benchmarks.arch import SD21_UNET, SD21_VAE, load_demo
 from benchmarks.common import peak_memory_mb, print_table, reset_peak_memory, time_it, write_json
 from models.inference.tudsr import TUDSRPipeline
+from models.resize import bicubic_upsample
 
 # (scale, m, n, input size, paper latency on an H800 in seconds: TUDSR Table 3)
 TABLE3 = [(4, 2, 2, 128, 0.0596), (8, 4, 2, 128, 0.4201), (4, 2, 2, 256, 0.4296), (8, 4, 2, 256, 2.2848)]
@@ -158,7 +159,7 @@ def run_strsr(device: str, iters: int = 3, warmup: int = 1, quick: bool = False)
 
             def fn() -> torch.Tensor:
                 with torch.inference_mode():
-                    up = F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+                    up = bicubic_upsample(lq, 4)
                     return gen.tiled_forward(up, lq, tile=tile, overlap=overlap)
 
             reset_peak_memory(device)

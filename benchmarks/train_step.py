@@ -7,13 +7,17 @@ swaps in the real-size architectures of :mod:`benchmarks.arch` (random weights, 
 ``Trainer`` runs real training batches; :class:`BatchTimer` times each batch (after ``warmup`` batches) from
 ``on_train_batch_start`` to ``on_train_batch_end`` (data loading and the on-device degradation are not included).
 One batch is: stage 1 = one G and one D update; stage 2 = one image = N^2 chunks, each with a G and a D update;
-DiT (alternating) = one G *or* one D update, so ``s_per_batch`` is the mean of the two.
+DiT (alternating) = one G *or* one D update, so ``s_per_batch`` is the mean of the two. The DiT's "cached VLM" rows
+train as ``data.feature_cache`` does: the features of every training image are precomputed once with the config's
+VLM (``datamodules.precompute``), the batches carry them and the condition is cache-only, so the VLM is neither run
+nor resident during the timed batches.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -72,23 +76,25 @@ class BatchTimer(L.Callback):
             self._counter = None
 
 
-class CachedFeatures(L.Callback):
-    """Puts precomputed condition features into every batch as ``cond_features`` (what a FeatureCache-backed data
-    set would deliver), so the DiT module skips the VLM. The features are computed once from the first batch."""
+def use_feature_cache(cfg: dict[str, Any], folder: Path, device: str) -> None:
+    """Precompute the VLM features of the config's training images into ``folder`` with its own VLM, then make the
+    config train from them: ``data.feature_cache`` set, the condition cache-only (``VLMCondition(vlm=None)``)."""
+    from datamodules.feature_cache import MANIFEST
+    from datamodules.precompute import condition_section, precompute
 
-    def __init__(self) -> None:
-        self.features: torch.Tensor | None = None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
-        if self.features is None:
-            with torch.no_grad():
-                self.features = pl_module.generator.condition(batch["lq"], batch["lq"].shape[0]).detach()
-        batch["cond_features"] = self.features
+    precompute(cfg, str(folder), device=device, dtype="bf16" if device == "cuda" else "fp32")
+    feature_dim = json.loads((folder / MANIFEST).read_text())["feature_dim"]
+    condition_section(cfg)["init_args"] |= {"vlm": None, "feature_dim": feature_dim, "prompt_ids": None}
+    set_path(cfg, "data.feature_cache", str(folder))
+    gc.collect()  # the VLM built for precomputing is gone before the timed run
+    if device == "cuda":
+        torch.cuda.empty_cache()
 
 
 def build(module: str, size: str, crop: int, batch: int, device: str, extra: dict[str, Any] | None = None,
-          workdir: Path | None = None) -> tuple[L.LightningModule, L.LightningDataModule]:
-    """Model and datamodule of ``module`` from its demo YAML (real-size architectures for ``size="real"``)."""
+          workdir: Path | None = None, cached: bool = False) -> tuple[L.LightningModule, L.LightningDataModule]:
+    """Model and datamodule of ``module`` from its demo config (real-size architectures for ``size="real"``);
+    ``cached``: train from a feature cache instead of the VLM (DiT modules, see :func:`use_feature_cache`)."""
     from onestep_sr.cli import cli_main
 
     cfg = load_demo(module)
@@ -102,6 +108,8 @@ def build(module: str, size: str, crop: int, batch: int, device: str, extra: dic
     for dotted, value in (extra or {}).items():
         set_path(cfg, dotted, value)
     workdir = workdir or Path(tempfile.mkdtemp(prefix="bench_"))
+    if cached:
+        use_feature_cache(cfg, workdir / f"{module}_feature_cache", device)
     path = workdir / f"{module}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     cli = cli_main(["--config", str(path)], run=False)
@@ -109,10 +117,10 @@ def build(module: str, size: str, crop: int, batch: int, device: str, extra: dic
 
 
 def time_module(model: L.LightningModule, datamodule: L.LightningDataModule, device: str, steps: int, warmup: int,
-                precision: str, count_flops: bool = False, cached: bool = False) -> BatchTimer:
+                precision: str, count_flops: bool = False) -> BatchTimer:
     """Run ``warmup + steps`` (+1 FLOP-counted) real training batches; return the timer."""
     timer = BatchTimer(warmup, steps, count_flops)
-    callbacks: list[L.Callback] = ([CachedFeatures()] if cached else []) + [timer]  # features before the timer
+    callbacks: list[L.Callback] = [timer]
     trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=precision,
                         max_epochs=1, max_steps=-1, limit_train_batches=warmup + steps + int(count_flops),
                         limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
@@ -169,10 +177,10 @@ def run(modules: tuple[str, ...] = MODULES, device: str | None = None, size: str
             extra = {"model.init_args.generator.init_args.backend.init_args.gradient_checkpointing": opts["gc"]}
         row |= {"crop": crop, "batch": batch}
         try:
-            model, dm = build(m, size, crop, batch, device, extra, workdir)
+            model, dm = build(m, size, crop, batch, device, extra, workdir, cached=opts.get("cached", False))
             if m == "stage1" and stage1_adapter is None:
                 stage1_adapter = model.generator.export_adapter(workdir / "stage1.safetensors")
-            timer = time_module(model, dm, device, steps, warmup, precision, count_flops, opts.get("cached", False))
+            timer = time_module(model, dm, device, steps, warmup, precision, count_flops)
             row |= {"status": "measured", "steps": len(timer.times),
                     "s_per_batch": sum(timer.times) / max(1, len(timer.times)), "peak_mem_mb": timer.peak_mb}
             if timer.flops is not None:

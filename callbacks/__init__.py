@@ -1,2 +1,3 @@
 """Lightning callbacks: evaluation (IQA metrics over whole validation/test sets), image logging, LoRA adapter export,
-prediction writing, atomic checkpoint IO. Import them from their modules (``callbacks.evaluation`` ...)."""
+prediction writing. Import them from their modules (``callbacks.evaluation`` ...). The strategy and the checkpoint
+IO plugin live in :mod:`plugins`."""

@@ -1,8 +1,9 @@
 """Evaluation on validation and test: image-quality metrics over whole sets, TensorBoard logs, CSV and summaries.
 
 Contract with the LightningModule: ``validation_step`` / ``test_step(batch, batch_idx, dataloader_idx=0)`` return
-``{"sr": (B, 3, H, W) in [0, 1], "gt": Tensor | None, "lq": Tensor, "name": list[str]}``. Set names and scales come
-from ``trainer.datamodule.eval_set_names`` / ``eval_set_scales`` (one per dataloader; else ``set{idx}`` and 4).
+``{"sr": (B, 3, H, W) in [0, 1], "gt": Tensor | None, "lq": Tensor, "name": list[str]}``. Contract with the data:
+each batch names its set (``batch["set"]``, else ``set{idx}``) and carries its scale (``batch["scale"]``, else 4),
+as the ``SRDataModule`` evaluation sets do; the callback never asks the DataModule.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.distributed as dist
 
 from callbacks.image_logger import side_by_side
 from evaluation.collection import MetricCollection
+from lightning_modules.base import batch_scale
 
 __all__ = ["DEFAULT_METRICS", "EvaluationCallback", "format_table"]
 
@@ -58,7 +60,7 @@ class EvaluationCallback(L.Callback):
         metrics: metric names (see :data:`evaluation.METRICS`).
         weights: weight files by key (``vgg16``, ``alexnet``, ``dists``, ``fid``, ``clipiqa``, ``musiq``, ``maniqa``,
             ``niqe``); others come from the ``$TORCH_HOME/hub`` caches.
-        crop_border: PSNR/SSIM border crop; None = each set's scale.
+        crop_border: PSNR/SSIM border crop; None = each set's scale (``batch["scale"]``).
         log_images: images per set logged to TensorBoard.
         out_dir: where the CSV/summaries go; None = ``<trainer.log_dir>/eval``.
         quantize: score 8-bit-rounded images (as saved PNGs).
@@ -75,19 +77,29 @@ class EvaluationCallback(L.Callback):
         self._base: MetricCollection | None = None
         self._sets: dict[int, MetricCollection] = {}
         self._logged: dict[int, int] = {}
+        self._names: dict[int, str] = {}  # dataloader_idx -> set name, from the batches
+        self._scales: dict[int, int] = {}  # dataloader_idx -> scale, from the batches
 
     # ---- sets ----------------------------------------------------------------------------------------------
-    @staticmethod
-    def set_names(trainer: L.Trainer, stage: str) -> list[str]:
-        names = list(getattr(getattr(trainer, "datamodule", None), "eval_set_names", None) or [])
+    def set_names(self, trainer: L.Trainer, stage: str) -> list[str]:
+        """One name per dataloader of ``stage``: the ``set`` its batches carry, else ``set{idx}``."""
         batches = trainer.num_test_batches if stage == "test" else trainer.num_val_batches
-        count = max(len(names), len(batches or []))
-        return [names[i] if i < len(names) else f"set{i}" for i in range(count)]
+        count = max(len(batches or []), max(self._names, default=-1) + 1)
+        return [self._names.get(i, f"set{i}") for i in range(count)]
 
-    @staticmethod
-    def set_scale(trainer: L.Trainer, idx: int) -> int:
-        scales = list(getattr(getattr(trainer, "datamodule", None), "eval_set_scales", None) or [])
-        return int(scales[idx]) if idx < len(scales) else 4
+    def set_scale(self, idx: int) -> int:
+        """The scale the batches of dataloader ``idx`` carry (4 when they carry none)."""
+        return self._scales.get(idx, 4)
+
+    def _read_batch(self, batch: Any, idx: int) -> None:
+        """Record the set name and scale the batch carries (the first batch of a set fixes them)."""
+        if not isinstance(batch, dict):
+            return
+        if idx not in self._names and batch.get("set") is not None:
+            names = batch["set"]
+            self._names[idx] = str(names[0] if isinstance(names, (list, tuple)) else names)
+        if idx not in self._scales:
+            self._scales[idx] = batch_scale(batch, default=4)
 
     def collection(self, trainer: L.Trainer, pl_module: L.LightningModule, idx: int) -> MetricCollection:
         """The collection of dataloader ``idx`` (metric networks built once, shared by all sets)."""
@@ -95,13 +107,13 @@ class EvaluationCallback(L.Callback):
             self._base = MetricCollection(self.metric_names, self.weights, self.crop_border or 0,
                                           device=pl_module.device, quantize=self.quantize)
         if idx not in self._sets:
-            border = self.crop_border if self.crop_border is not None else self.set_scale(trainer, idx)
+            border = self.crop_border if self.crop_border is not None else self.set_scale(idx)
             self._sets[idx] = self._base.fork(crop_border=border)
         return self._sets[idx]
 
     # ---- hooks ---------------------------------------------------------------------------------------------
     def _start(self, trainer: L.Trainer) -> None:
-        self._sets, self._logged = {}, {}
+        self._sets, self._logged, self._names, self._scales = {}, {}, {}, {}
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start(trainer)
@@ -112,11 +124,11 @@ class EvaluationCallback(L.Callback):
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
         if not trainer.sanity_checking:
-            self._batch("val", trainer, pl_module, outputs, batch_idx, dataloader_idx)
+            self._batch("val", trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._batch("test", trainer, pl_module, outputs, batch_idx, dataloader_idx)
+        self._batch("test", trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -130,8 +142,9 @@ class EvaluationCallback(L.Callback):
                 for metric, reason in summary["skipped"].items():
                     print(f"  {dataset}: {metric} skipped: {reason}")
 
-    def _batch(self, stage: str, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch_idx: int,
-               idx: int) -> None:
+    def _batch(self, stage: str, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+               batch_idx: int, idx: int) -> None:
+        self._read_batch(batch, idx)
         if not isinstance(outputs, dict) or "sr" not in outputs:
             raise TypeError(f"EvaluationCallback: {stage} step must return a dict with 'sr', 'gt', 'lq', 'name' "
                             f"(got {type(outputs).__name__})")
@@ -183,7 +196,7 @@ class EvaluationCallback(L.Callback):
             for metric, value in values.items():
                 pl_module.log(f"{stage}/{dataset}/{metric}", float(value), sync_dist=True, add_dataloader_idx=False)
             results[dataset] = {
-                "stage": stage, "dataset": dataset, "num_images": len(rows), "scale": self.set_scale(trainer, idx),
+                "stage": stage, "dataset": dataset, "num_images": len(rows), "scale": self.set_scale(idx),
                 "crop_border": coll.crop_border, "epoch": trainer.current_epoch, "global_step": trainer.global_step,
                 "metrics": values,
                 "higher_is_better": {k: coll.higher_is_better(k) for k in coll.names if k in coll.metrics},

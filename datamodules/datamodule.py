@@ -15,6 +15,7 @@ from torch.utils.data import Subset, DataLoader, Dataset
 
 from .datasets import DemoEvalDataset, EpochSampler, HQImageDataset, PairedImageDataset, predict_dataset
 from .degradation import KernelSampler, RealESRGANDegradation
+from .feature_cache import CachedFeatureDataset, collate_features, open_cache
 from .images import DEFAULT_MAX_PIXELS, DataError
 from .resume_state import degradation_state_dict, load_degradation_state_dict
 
@@ -24,7 +25,8 @@ class EvalSet:
     """One validation/test set: a paired (``lq_dir`` + ``gt_dir``) or LQ-only (``lq_dir``) folder, or the demo set.
 
     ``demo=True`` ignores the folders and uses :class:`DemoEvalDataset` (bundled photos degraded with the ``light``
-    preset, seeded by the DataModule's ``seed``). ``max_images`` keeps the first N LQ files in sorted order.
+    preset, seeded by the DataModule's ``seed``). ``max_images`` keeps the first N LQ files in sorted order. Every
+    item carries ``scale`` (the factor the set is evaluated at) and ``set`` (``name``).
     """
 
     name: str
@@ -36,7 +38,7 @@ class EvalSet:
 
 
 class SRDataModule(LightningDataModule):
-    """Training crops + Real-ESRGAN degradation (reference.md section 5), evaluation sets, a predict folder.
+    """Training crops + Real-ESRGAN degradation (Wang et al. 2021), evaluation sets, a predict folder.
 
     - Training: HQ images from ``train_dirs`` (recursive; ``None`` -> the photos bundled in scikit-image), random
       ``crop_size`` crops (reflect padding for small images), horizontal flip, per-sample kernels. Each rank draws
@@ -44,9 +46,15 @@ class SRDataModule(LightningDataModule):
       ``epoch_length`` sets the samples per epoch (drawn with replacement), else one pass over the images (at least
       one batch per rank). Batches are degraded in :meth:`on_after_batch_transfer` by ``degradation`` (default:
       ``RealESRGANDegradation()``, the ``realesrgan`` preset at x4) in fp32, seeded ``seed + global_rank``.
+      With ``feature_cache`` (a directory written by ``python -m datamodules.precompute``) every training item also
+      carries ``cond_features`` (L, D), the cached VLM features of its ``path`` read by the loader workers, so a
+      batch carries (B, L, D) and the DiT module never runs (or loads) the VLM.
     - Validation / test: one dataloader per :class:`EvalSet`, batch size 1 (sizes differ), names in
-      :attr:`eval_set_names` (the test names while testing, else the validation names).
-    - Predict: LQ images of ``predict_dir``; unreadable files are dropped with a warning.
+      :attr:`eval_set_names` (the test names while testing, else the validation names). Items carry their set's
+      ``scale`` and name (``set``).
+    - Predict: LQ images of ``predict_dir``; unreadable files are dropped with a warning. Items carry
+      ``scale = predict_scale`` when it is set; ``None`` (default) lets the module restore at its native scale
+      (``TUDSRInference``: its pipeline's M x N; the training modules: x4).
 
     Folders are validated in :meth:`setup`: a missing or empty folder raises :class:`DataError` naming it.
     """
@@ -65,18 +73,23 @@ class SRDataModule(LightningDataModule):
         epoch_length: int | None = None,
         flip: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        feature_cache: str | None = None,
+        predict_scale: int | None = None,
     ) -> None:
         super().__init__()
         self.train_dirs, self.crop_size, self.batch_size = train_dirs, crop_size, batch_size
         self.num_workers, self.seed, self.epoch_length, self.flip = num_workers, seed, epoch_length, flip
         self.max_pixels, self.predict_dir = max_pixels, predict_dir
+        self.feature_cache, self.predict_scale = feature_cache, predict_scale
+        if predict_scale is not None and predict_scale < 1:
+            raise DataError(f"predict_scale must be a positive integer, got {predict_scale}")
         self.degradation = degradation if degradation is not None else RealESRGANDegradation()
         self.val_sets, self.test_sets = list(val_sets or []), list(test_sets or [])
         for sets in (self.val_sets, self.test_sets):
             names = [s.name for s in sets]
             if len(set(names)) != len(names):
                 raise DataError(f"Eval set names must be unique, got {names}")
-        self.train_dataset: HQImageDataset | None = None
+        self.train_dataset: HQImageDataset | CachedFeatureDataset | None = None
         self.val_datasets: list[Dataset] = []
         self.test_datasets: list[Dataset] = []
         self.predict_dataset: Dataset | None = None
@@ -113,12 +126,6 @@ class SRDataModule(LightningDataModule):
             device = self.trainer.strategy.root_device if self.trainer is not None else None
             load_degradation_state_dict(self.degradation, state_dict, rank, world, device=device)
 
-    @property
-    def eval_set_scales(self) -> list[int]:
-        """Scales of the current evaluation dataloaders, indexed by ``dataloader_idx``."""
-        testing = self.trainer is not None and self.trainer.testing
-        return [s.scale for s in (self.test_sets if testing else self.val_sets)]
-
     def _rank_and_world(self) -> tuple[int, int]:
         if self.trainer is None:
             return 0, 1
@@ -126,7 +133,7 @@ class SRDataModule(LightningDataModule):
 
     def _build_eval(self, spec: EvalSet) -> Dataset:
         if spec.demo:
-            demo = DemoEvalDataset(scale=spec.scale, preset="light", seed=self.seed)
+            demo = DemoEvalDataset(scale=spec.scale, preset="light", seed=self.seed, name=spec.name)
             return demo if spec.max_images is None else Subset(demo, range(min(spec.max_images, len(demo))))
         if spec.lq_dir is None:
             raise DataError(f"Eval set '{spec.name}' needs lq_dir (or demo: true)")
@@ -141,6 +148,9 @@ class SRDataModule(LightningDataModule):
                 self.train_dirs, crop_size=self.crop_size, flip=self.flip,
                 kernel_sampler=KernelSampler(self.degradation.config), seed=self.seed, max_pixels=self.max_pixels,
             )
+            if self.feature_cache is not None:
+                cache, _ = open_cache(self.feature_cache)  # the manifest's tag keys the entries
+                self.train_dataset = CachedFeatureDataset(self.train_dataset, cache)
             self.degradation.set_seed(self.seed + self._rank_and_world()[0])
         if stage in (None, "fit", "validate"):
             self.val_datasets = [self._build_eval(s) for s in self.val_sets]
@@ -151,7 +161,7 @@ class SRDataModule(LightningDataModule):
                 if stage == "predict":
                     raise DataError("predict needs `data.predict_dir`: a folder of LQ images")
             else:
-                self.predict_dataset = predict_dataset(self.predict_dir, self.max_pixels)
+                self.predict_dataset = predict_dataset(self.predict_dir, self.max_pixels, self.predict_scale)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         return DataLoader(dataset, num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
@@ -163,7 +173,9 @@ class SRDataModule(LightningDataModule):
         rank, world = self._rank_and_world()
         sampler = EpochSampler(len(self.train_dataset), self.epoch_length, num_replicas=world, rank=rank,
                                seed=self.seed, min_per_rank=self.batch_size)
-        return self._loader(self.train_dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True)
+        collate = collate_features if isinstance(self.train_dataset, CachedFeatureDataset) else None
+        return self._loader(self.train_dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+                            collate_fn=collate)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(ds, batch_size=1, shuffle=False) for ds in self.val_datasets]

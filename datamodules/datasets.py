@@ -59,7 +59,8 @@ def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class HQImageDataset(Dataset):
-    """High-quality training crops for the Real-ESRGAN pipeline (reference.md section 5, "Per sample (CPU, dataset)").
+    """High-quality training crops for the Real-ESRGAN pipeline (the per-sample part of BasicSR's
+    ``RealESRGANDataset``, XPixelGroup/BasicSR ``basicsr/data/realesrgan_dataset.py``).
 
     Items: ``{"gt": (3, crop, crop) in [0, 1], "kernel1", "kernel2", "sinc_kernel": (21, 21) float32, "path": str}``
     (kernels only with a ``kernel_sampler``). ``folders=None`` uses the photos bundled in scikit-image. A file that
@@ -170,16 +171,22 @@ class PairedImageDataset(Dataset):
     """Evaluation set from an LQ folder and an optional GT folder, matched by relative path and file stem.
 
     An LQ stem may also carry a ``x{scale}`` suffix (DIV2K: ``0801x4.png`` <-> ``0801.png``). Items:
-    ``{"lq": (3, h, w), "gt": (3, h*scale, w*scale) when gt_dir, "path": lq path, "name": stem}``. At construction
-    every file is checked cheaply (:func:`check_image`): unreadable ones are dropped with one warning naming them;
-    an LQ without its GT or a GT whose size is not LQ size x scale raises :class:`DataError` naming the files.
+    ``{"lq": (3, h, w), "gt": (3, h*scale, w*scale) when gt_dir, "path": lq path, "name": stem, "scale": scale,
+    "set": name}``: ``scale`` is the SR factor the set is evaluated at (``None``, LQ-only sets only: items carry
+    none and the module uses its native scale); ``set`` is present when the set is named (``name``; messages
+    otherwise name the folder). At construction every file is checked cheaply (:func:`check_image`): unreadable
+    ones are dropped with one warning naming them; an LQ without its GT or a GT whose size is not LQ size x scale
+    raises :class:`DataError` naming the files.
     """
 
     def __init__(
-        self, lq_dir: str, gt_dir: str | None = None, scale: int = 4, name: str | None = None,
+        self, lq_dir: str, gt_dir: str | None = None, scale: int | None = 4, name: str | None = None,
         max_images: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, recursive: bool = True,
     ) -> None:
+        if scale is None and gt_dir is not None:
+            raise DataError(f"Eval set '{name or Path(lq_dir).name}': a paired set needs its scale")
         self.scale, self.max_pixels = scale, max_pixels
+        self.set_name = name
         self.name = name or Path(lq_dir).name
         lq_root = Path(lq_dir).expanduser()
         lq_files = scan_images(lq_root, recursive)[:max_images]
@@ -235,8 +242,12 @@ class PairedImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         lq_path, gt_path = self.pairs[index]
-        item: dict[str, torch.Tensor | str] = {"lq": load_image(lq_path, self.max_pixels), "path": str(lq_path),
-                                               "name": lq_path.stem}
+        item: dict[str, torch.Tensor | str | int] = {"lq": load_image(lq_path, self.max_pixels),
+                                                     "path": str(lq_path), "name": lq_path.stem}
+        if self.scale is not None:
+            item["scale"] = self.scale
+        if self.set_name is not None:
+            item["set"] = self.set_name
         if gt_path is not None:
             gt = load_image(gt_path, self.max_pixels)  # (3, H, W)
             self._check_sizes(lq_path, gt_path, item["lq"].shape[-2:], gt.shape[-2:])
@@ -248,16 +259,19 @@ class DemoEvalDataset(Dataset):
     """Deterministic paired test set: centre crops of the bundled photos degraded by the Real-ESRGAN pipeline.
 
     GT: ``size x size`` centre crop of each scikit-image photo; LQ: :class:`RealESRGANDegradation` (``preset``,
-    seeded with ``seed``) with kernels from ``np.random.default_rng(seed)``. Same arguments, same tensors.
+    seeded with ``seed``) with kernels from ``np.random.default_rng(seed)``. Same arguments, same tensors. Items:
+    ``{"lq", "gt", "path", "name", "scale"}`` and ``"set": name`` when the set is named.
     """
 
-    def __init__(self, scale: int = 4, size: int = 256, preset: str = "light", seed: int = 0) -> None:
+    def __init__(self, scale: int = 4, size: int = 256, preset: str = "light", seed: int = 0,
+                 name: str | None = None) -> None:
         from .degradation import KernelSampler, RealESRGANDegradation
 
         if size % scale:
             raise DataError(f"DemoEvalDataset: size {size} is not divisible by scale {scale}")
+        self.scale, self.set_name = scale, name
         photos = bundled_photo_tensors()
-        self.names = [name for name, _ in photos]
+        self.names = [photo for photo, _ in photos]
         self.gt = torch.stack([center_crop(image, size) for _, image in photos])  # (N, 3, size, size)
         degradation = RealESRGANDegradation(preset=preset, scale=scale, seed=seed)
         sampler = KernelSampler(degradation.config)
@@ -272,11 +286,15 @@ class DemoEvalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str | int]:
         name = self.names[index]
-        return {"lq": self.lq[index], "gt": self.gt[index], "path": f"skimage.data/{name}", "name": name}
+        item = {"lq": self.lq[index], "gt": self.gt[index], "path": f"skimage.data/{name}", "name": name,
+                "scale": self.scale}
+        return item if self.set_name is None else {**item, "set": self.set_name}
 
 
-def predict_dataset(folder: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> PairedImageDataset:
-    """LQ-only set for ``predict``: items ``{"lq", "path", "name"}``; unreadable files dropped with a warning."""
-    return PairedImageDataset(str(folder), gt_dir=None, name=Path(folder).name, max_pixels=max_pixels)
+def predict_dataset(folder: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS,
+                    scale: int | None = None) -> PairedImageDataset:
+    """LQ-only set for ``predict``: items ``{"lq", "path", "name"}`` (plus ``"scale"`` when ``scale`` is given;
+    without it the module restores at its native scale); unreadable files dropped with a warning."""
+    return PairedImageDataset(str(folder), gt_dir=None, scale=scale, max_pixels=max_pixels)

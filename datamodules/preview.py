@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
+
+from models.resize import bicubic_upsample
 
 from .datasets import HQImageDataset
 from .degradation import KernelSampler, RealESRGANDegradation
@@ -53,7 +54,7 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 def make_grid(lq: torch.Tensor, hq: torch.Tensor) -> np.ndarray:
     """(N, 3, h, w) LQ + (N, 3, H, W) HQ -> (rows, cols, 3) uint8: [bicubic LQ | HQ] tiles on white, 2 pairs per row."""
     n, _, height, width = hq.shape
-    up = F.interpolate(lq.float(), size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
+    up = bicubic_upsample(lq.float(), (height, width))
     cols = min(n, _PAIRS_PER_ROW)
     rows = math.ceil(n / cols)
     pair_w = 2 * width + _GAP

@@ -2,7 +2,8 @@
 
 The module owns the generator, the discriminator and the optimisation schedule; the loss objects own no trainable
 network. Subclasses differ only in *when* ``generator_update`` / ``discriminator_update`` are called (per batch,
-per chunk, alternating) and in ``infer`` (how an LQ image becomes an SR image at evaluation time).
+per chunk, alternating) and in ``infer`` (how an LQ image becomes an SR image at evaluation time). The networks and
+the adversarial loss are typed against the protocols of :mod:`models.protocols` and :mod:`losses.protocols`.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor, nn
 
+from losses.protocols import AdversarialLoss
 from losses.weighted import WeightedLoss
 from lightning_modules.guard import NonFiniteGuard
+from models.protocols import Discriminator, OneStepGenerator
+from models.resize import bicubic_upsample
 
 
 _WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
@@ -37,14 +39,35 @@ def _adamw(params: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=5e-5)
 
 
+def batch_scale(batch: dict[str, Any], default: int) -> int:
+    """The SR factor an evaluation or predict batch asks for: its ``scale`` entry (an int, or the collated (B,)
+    tensor or list, all equal), else ``default`` (a batch without one, e.g. ``data.predict_scale: null``)."""
+    value = batch.get("scale")
+    if value is None:
+        return int(default)
+    if torch.is_tensor(value):
+        values = {int(v) for v in value.flatten().tolist()}
+    elif isinstance(value, (list, tuple)):
+        values = {int(v) for v in value}
+    else:
+        values = {int(value)}
+    if len(values) != 1:
+        raise ValueError(f"one evaluation batch mixes the scales {sorted(values)}")
+    return values.pop()
+
+
 class OneStepGANModule(L.LightningModule):
     """Manual-optimisation GAN with gradient accumulation, clipping, a non-finite guard and trainable-only checkpoints.
 
+    Evaluation (validation, test, predict) restores ``batch["lq"]`` at the scale the batch carries
+    (``batch["scale"]``, from its ``EvalSet`` or ``data.predict_scale``); a batch without one is restored at
+    :attr:`native_scale`.
+
     Args:
-        generator: one-step generator (``forward(lq_up, lq) -> sr``, ``trainable_named_parameters()``).
-        discriminator: multi-level discriminator (``forward(x) -> list[logits]``, ``trainable_named_parameters()``).
+        generator: one-step generator (:class:`models.protocols.OneStepGenerator`).
+        discriminator: multi-level discriminator (:class:`models.protocols.Discriminator`).
         reconstruction: weighted reconstruction/perceptual terms, ``(sr, gt, step) -> (loss, terms)``.
-        adversarial: ``generator_loss(fake, real)`` / ``discriminator_loss(real, fake)`` (soft-label BCE, RaGAN).
+        adversarial: soft-label BCE or RaGAN (:class:`losses.protocols.AdversarialLoss`).
         gan_weight: weight of the adversarial generator term (TUDSR lambda2 = 0.5, StrSR 0.1).
         disc_weight: weight of the discriminator loss (TUDSR lambda2 = 0.5, StrSR 1).
         r1: optional approximated R1 penalty on real images (StrSR), ``(D, real, real_logits) -> loss``.
@@ -54,12 +77,16 @@ class OneStepGANModule(L.LightningModule):
         max_skips: consecutive non-finite steps tolerated before the run stops.
     """
 
+    #: SR factor of evaluation and predict batches that carry no ``scale``: x4, the factor every training recipe
+    #: here degrades at (TUDSR and StrSR both train at x4). Set ``data.predict_scale`` for another factor.
+    native_scale: int = 4
+
     def __init__(
         self,
-        generator: nn.Module,
-        discriminator: nn.Module,
+        generator: OneStepGenerator,
+        discriminator: Discriminator,
         reconstruction: WeightedLoss,
-        adversarial: nn.Module,
+        adversarial: AdversarialLoss,
         gan_weight: float = 0.5,
         disc_weight: float = 0.5,
         r1: nn.Module | None = None,
@@ -117,7 +144,8 @@ class OneStepGANModule(L.LightningModule):
     @contextmanager
     def frozen_discriminator(self) -> Iterator[None]:
         """Generator step: heads in eval (no spectral-norm power iteration) and no grads to head weights;
-        gradients still flow through D to the generator output."""
+        gradients still flow through D to the generator output. (FSDP ignores ``requires_grad_(False)`` on the
+        views it runs; ``plugins.fsdp.LoRAFSDPStrategy`` keeps the heads' gradients as they were.)"""
         params = self.discriminator_parameters()
         was_training = self.discriminator.training
         flags = [p.requires_grad for p in params]
@@ -132,10 +160,10 @@ class OneStepGANModule(L.LightningModule):
             self.discriminator.train(was_training)
 
     def generator_loss(self, sr: Tensor, gt: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """L_G = reconstruction terms + gan_weight * adversarial generator term (TUDSR eq. 8, StrSR eq. 10)."""
+        """L_G = reconstruction terms + gan_weight * adversarial generator term (TUDSR eq. 8, StrSR eq. 11)."""
         loss, terms = self.reconstruction(sr, gt, step=self.global_step)
         with self.frozen_discriminator():
-            if getattr(self.adversarial, "needs_real_for_generator", False):  # relativistic losses (RaGAN)
+            if self.adversarial.needs_real_for_generator:  # relativistic losses (RaGAN)
                 real_logits, fake_logits = self.discriminator.forward_pair(gt, sr)
             else:
                 real_logits, fake_logits = None, self.discriminator(sr)
@@ -184,27 +212,9 @@ class OneStepGANModule(L.LightningModule):
         self.log(f"train/{which}_skipped_steps", float(self.guard.total_skips[which]), on_step=True)
         return stepped
 
-    @contextmanager
-    def discriminator_grads_kept(self) -> Iterator[None]:
-        """The generator's backward must leave the discriminator's gradients as they were. ``frozen_discriminator``
-        keeps the heads out of the graph everywhere except under FSDP: there the heads' flat parameters still
-        require grad (FSDP sets that at the root's forward), so the adversarial term's gradient would land in the
-        heads' gradients, to be applied by the next discriminator step. Restore them (in place: FSDP's views)."""
-        if self._trainer is None or not isinstance(self._trainer.strategy, FSDPStrategy):
-            yield
-            return
-        params = self.discriminator_parameters()
-        before = [None if p.grad is None else p.grad.clone() for p in params]
-        yield
-        with torch.no_grad():
-            for p, grad in zip(params, before):
-                if p.grad is not None:
-                    p.grad.zero_() if grad is None else p.grad.copy_(grad)
-
     def generator_update(self, sr: Tensor, gt: Tensor, step_now: bool) -> dict[str, Tensor]:
         loss, terms = self.generator_loss(sr, gt)
-        with self.discriminator_grads_kept():
-            self._optimize("g", loss, terms, step_now)
+        self._optimize("g", loss, terms, step_now)
         return {"g_total": loss.detach(), **terms}
 
     def discriminator_update(self, sr: Tensor, gt: Tensor, step_now: bool) -> dict[str, Tensor]:
@@ -230,29 +240,22 @@ class OneStepGANModule(L.LightningModule):
         """The LQ bicubic-upsampled to the GT size (``lq_up`` when the degradation already did it)."""
         if "lq_up" in batch:
             return batch["lq_up"]
-        return F.interpolate(batch["lq"], size=batch["gt"].shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+        return bicubic_upsample(batch["lq"], batch["gt"].shape[-2:])
 
     # ---------------------------------------------------------------- evaluation
     def infer(self, lq: Tensor, scale: int) -> Tensor:
         """LQ (B, 3, h, w) -> SR (B, 3, h*scale, w*scale) in [0, 1]. Subclasses override (tiling, two stages)."""
-        up = F.interpolate(lq, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
-        return self.generator(up, lq)
+        return self.generator(bicubic_upsample(lq, scale), lq)
 
-    def _eval_scale(self, dataloader_idx: int) -> int:
-        scales = getattr(getattr(self.trainer, "datamodule", None), "eval_set_scales", None)
-        return int(scales[dataloader_idx]) if scales else 4
-
-    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, scale: int | None = None) -> dict[str, Any]:
-        scale = scale if scale is not None else self._eval_scale(dataloader_idx)
-        sr = self.infer(batch["lq"], scale)
+    def _eval_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        sr = self.infer(batch["lq"], batch_scale(batch, self.native_scale))
         return {"sr": sr.float().clamp(0, 1), "gt": batch.get("gt"), "lq": batch["lq"], "name": batch["name"]}
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return self._eval_step(batch, dataloader_idx)
+        return self._eval_step(batch)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return self._eval_step(batch, dataloader_idx)
+        return self._eval_step(batch)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        # the predict folder has no scale of its own: use the training degradation's (SRDataModule.scale)
-        return self._eval_step(batch, dataloader_idx, scale=getattr(self.trainer.datamodule, "scale", 4))
+        return self._eval_step(batch)

@@ -12,6 +12,7 @@ from torch import Tensor
 from lightning_modules.base import OneStepGANModule
 from models.inference.tudsr import TUDSRPipeline
 from models.pretrained import require_file
+from models.resize import bicubic_upsample
 
 
 def chunk_grid(x: Tensor, size: int) -> Iterator[tuple[int, int, Tensor]]:
@@ -68,7 +69,7 @@ class Stage2Module(OneStepGANModule):
     @torch.no_grad()
     def stage1_output(self, lq: Tensor, size: tuple[int, int]) -> Tensor:
         """m = G1(x_L, t1): LQ bicubic-upsampled to R-resolution, frozen stage-1 adapter. -> (B, 3, H/N, W/N)"""
-        x_l = F.interpolate(lq, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+        x_l = bicubic_upsample(lq, size)  # (B, 3, H/N, W/N)
         trained = self.generator.adapter_name
         self.generator.set_adapter(self.stage1_name)
         try:
@@ -104,7 +105,8 @@ class Stage2Module(OneStepGANModule):
     def infer(self, lq: Tensor, scale: int) -> Tensor:
         """Evaluation: the full twice-upsampling pipeline, x(scale) = M x N with M = scale / N."""
         if scale % self.n:
-            raise ValueError(f"evaluation scale {scale} is not a multiple of N={self.n}")
+            raise ValueError(f"the batch asks for x{scale}, but stage 2 produces x(M*N) with N = {self.n}: "
+                             f"only multiples of {self.n}")
         pipeline = TUDSRPipeline(self.generator, adapter1=self.stage1_name, adapter2=self.generator.adapter_name,
                                  m=scale // self.n, n=self.n, t1=self.t1, t2=self.generator.timestep, color_fix="none")
         return pipeline(lq)

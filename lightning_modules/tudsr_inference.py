@@ -1,29 +1,37 @@
-"""TUDSR inference (paper Fig. 2(b)) as a LightningModule for ``main.py test`` and ``main.py predict``."""
+"""TUDSR inference (paper Fig. 2(b)) as a LightningModule for ``onestep-sr test`` and ``onestep-sr predict``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 
+from lightning_modules.base import batch_scale
 from models.inference.tudsr import TUDSRPipeline
-from models.pretrained import require_file, resolve_dtype
+from models.pretrained import require_file
 
 
 class TUDSRInference(L.LightningModule):
     """x -> up xM -> G(adapter 1, t1) -> bilinear xN -> G(adapter 2, t2); x4 = M2N2, x8 = M4N2.
 
-    Both adapters are loaded into the *one* UNet of ``generator`` and switched with ``set_adapter``. With
-    ``adapter2=None`` only stage 1 runs (output xM).
+    ``pipeline`` is the :class:`~models.inference.tudsr.TUDSRPipeline` around ``generator``, with every setting of
+    the two passes (factors, timesteps, tiling, colour fix, autocast dtype); this module loads the exported adapter
+    files into the *one* UNet under the names the pipeline switches between (``pipeline.adapter1`` /
+    ``pipeline.adapter2``, ``set_adapter``). With ``pipeline.adapter2: null`` and no ``adapter2`` file only stage 1
+    runs (output xM).
+
+    Every evaluation or predict batch is restored at the pipeline's scale (``pipeline.scale``, its native scale);
+    a batch that carries another ``scale`` raises an error naming both.
 
     Args:
         generator: ``OneStepSDGenerator`` built without a trainable adapter (``lora: null``).
-        adapter1, adapter2: exported adapter files (stage 1, stage 2).
-        m, n, t1, t2: the two upsampling factors and timesteps.
-        latent_tile, latent_overlap, vae_tile, vae_overlap, color_fix: tiling and colour fix (see TUDSRPipeline).
-        dtype: autocast dtype of the networks (``bf16`` on GPUs; ``null``: the weights' dtype).
+        adapter1, adapter2: exported adapter files (stage 1, stage 2), loaded frozen as ``pipeline.adapter1`` /
+            ``pipeline.adapter2``.
+        pipeline: builds the pipeline around ``generator``. YAML: ``class_path: models.inference.tudsr.TUDSRPipeline``
+            with its ``init_args`` (all but the generator); Python: ``functools.partial(TUDSRPipeline, m=4)``.
         channels_last: store the UNet and VAE convolutions channels-last (faster convolutions on GPUs).
         compile: ``torch.compile`` the UNet in place (adapter switching keeps working; the first image compiles).
     """
@@ -33,34 +41,43 @@ class TUDSRInference(L.LightningModule):
         generator: nn.Module,
         adapter1: str,
         adapter2: str | None = None,
-        m: int = 2,
-        n: int = 2,
-        t1: int = 200,
-        t2: int = 50,
-        latent_tile: int | None = 64,
-        latent_overlap: int = 32,
-        vae_tile: int | None = 512,
-        vae_overlap: int = 64,
-        color_fix: str = "wavelet",
-        dtype: str | None = None,
+        pipeline: Callable[[nn.Module], TUDSRPipeline] = TUDSRPipeline,
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
         super().__init__()
-        self.generator = generator
-        self.generator.load_adapter(require_file("TUDSR stage-1 adapter", adapter1), "stage1", trainable=False)
+        pipeline = pipeline(generator)
+        if pipeline.adapter1 is None:
+            raise ValueError("TUDSRInference loads the adapter1 file into pipeline.adapter1, which is null: name it "
+                             "(pipeline.adapter1: stage1)")
+        if pipeline.adapter2 is not None and adapter2 is None:
+            raise ValueError(f"pipeline.adapter2 is '{pipeline.adapter2}' (two stages) but no adapter2 file is given: "
+                             "set adapter2 to the exported stage-2 file, or pipeline.adapter2: null for stage 1 only")
+        if pipeline.adapter2 is None and adapter2 is not None:
+            raise ValueError(f"an adapter2 file is given ('{adapter2}') but pipeline.adapter2 is null (stage 1 only): "
+                             "name the stage-2 adapter (pipeline.adapter2: stage2), or drop adapter2")
+        if pipeline.adapter1 == pipeline.adapter2:
+            raise ValueError(f"pipeline.adapter1 and pipeline.adapter2 are both '{pipeline.adapter1}': the two stages "
+                             "need two adapter names")
+        self.pipeline = pipeline
+        generator.load_adapter(require_file("TUDSR stage-1 adapter", adapter1), pipeline.adapter1, trainable=False)
         if adapter2 is not None:
-            self.generator.load_adapter(require_file("TUDSR stage-2 adapter", adapter2), "stage2", trainable=False)
+            generator.load_adapter(require_file("TUDSR stage-2 adapter", adapter2), pipeline.adapter2, trainable=False)
         if channels_last:
-            self.generator.unet.to(memory_format=torch.channels_last)
-            self.generator.vae.to(memory_format=torch.channels_last)
+            generator.unet.to(memory_format=torch.channels_last)
+            generator.vae.to(memory_format=torch.channels_last)
         if compile:
-            self.generator.unet.compile()
-        self.pipeline = TUDSRPipeline(
-            generator, adapter1="stage1", adapter2="stage2" if adapter2 is not None else None, m=m, n=n, t1=t1, t2=t2,
-            latent_tile=latent_tile, latent_overlap=latent_overlap, vae_tile=vae_tile, vae_overlap=vae_overlap,
-            color_fix=color_fix, dtype=resolve_dtype(dtype) if dtype else None,
-        )
+            generator.unet.compile()
+
+    @property
+    def generator(self) -> nn.Module:
+        """The pipeline's ``OneStepSDGenerator`` (both adapters loaded)."""
+        return self.pipeline.generator
+
+    @property
+    def native_scale(self) -> int:
+        """The factor this pipeline produces: M x N (M with stage 1 only)."""
+        return self.pipeline.scale
 
     def on_predict_start(self) -> None:
         self.generator.eval()
@@ -69,6 +86,13 @@ class TUDSRInference(L.LightningModule):
         return self.pipeline(lq)
 
     def _step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        scale = batch_scale(batch, self.native_scale)
+        if scale != self.native_scale:
+            p = self.pipeline
+            stages = f"M{p.m}N{p.n}" if p.adapter2 is not None else f"M{p.m}, stage 1 only"
+            raise ValueError(f"the batch asks for x{scale}, but this TUDSR pipeline produces x{self.native_scale} "
+                             f"({stages}): evaluate it on x{self.native_scale} sets (data.predict_scale for "
+                             f"predict), or set pipeline.m so that M x N = {scale}")
         with torch.inference_mode():
             sr = self.pipeline(batch["lq"]).float().clamp(0, 1)
         return {"sr": sr, "gt": batch.get("gt"), "lq": batch["lq"], "name": batch["name"]}

@@ -1,26 +1,21 @@
 """Multi-level adversarial objectives: TUDSR's soft-label BCE (eq. 6, 7) and StrSR's RaGAN (eq. 7).
 
-Both take one logit tensor per discriminator level (patch maps (B, 1, h, w) or vectors (B, 1)) and share
-:class:`AdversarialLoss`. The discriminator loss never detaches anything: the caller passes logits of the
-detached generator output.
+Both take one logit tensor per discriminator level (patch maps (B, 1, h, w) or vectors (B, 1)) and implement
+:class:`losses.protocols.AdversarialLoss`. The discriminator loss never detaches anything: the caller passes logits
+of the detached generator output.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from losses.protocols import AdversarialLoss
+
 __all__ = ["AdversarialLoss", "SoftLabelBCE", "RaGAN"]
-
-
-@runtime_checkable
-class AdversarialLoss(Protocol):
-    def generator_loss(self, fake_logits: list[Tensor], real_logits: list[Tensor] | None = None) -> Tensor: ...
-
-    def discriminator_loss(self, real_logits: list[Tensor], fake_logits: list[Tensor]) -> Tensor: ...
 
 
 def _check(name: str, a: list[Tensor], b: list[Tensor] | None = None) -> None:
@@ -51,6 +46,8 @@ class SoftLabelBCE(nn.Module):
         fake_label: target of fake images for D (0.0).
         reduce_levels: ``"mean"`` (paper) or ``"sum"``.
     """
+
+    needs_real_for_generator = False  # the generator term sees the fakes alone
 
     def __init__(
         self,

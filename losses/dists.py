@@ -1,4 +1,4 @@
-"""DISTS (Ding et al., TPAMI 2020), the perceptual term of TUDSR's EA-DISTS (reference section 1)."""
+"""DISTS (Ding et al., TPAMI 2020), the perceptual term of TUDSR's EA-DISTS (paper eq. 5)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.pretrained import MissingWeightsError, Source, freeze, load_state_dict_file
-from losses.vgg import FrozenLoss, ImageNetNormalize, build_vgg_features, split_stages
+from losses.vgg import FrozenLoss, ImageNetNormalize, build_vgg_features, split_stages, stage_channels
 
 __all__ = ["DISTS", "L2Pool", "DISTS_CHANNELS", "load_alpha_beta", "random_alpha_beta"]
 
@@ -34,11 +34,12 @@ class L2Pool(nn.Module):
         return (F.conv2d(x * x, weight, stride=2, padding=1, groups=c) + 1e-12).sqrt()
 
 
-def random_alpha_beta(seed: int = 0) -> tuple[Tensor, Tensor]:
+def random_alpha_beta(seed: int = 0, channels: tuple[int, ...] = DISTS_CHANNELS) -> tuple[Tensor, Tensor]:
     """The official initialisation before training: alpha, beta ~ N(0.1, 0.01) per channel, here drawn from a
-    fixed ``seed`` so random-init runs are reproducible. (Normalised by their total in the forward pass.)"""
+    fixed ``seed`` so random-init runs are reproducible. (Normalised by their total in the forward pass.)
+    ``channels``: the feature widths (image, then the five stages; narrower for a narrow test trunk)."""
     g = torch.Generator().manual_seed(seed)
-    n = sum(DISTS_CHANNELS)
+    n = sum(channels)
     alpha = 0.1 + 0.01 * torch.randn(1, n, 1, 1, generator=g)
     beta = 0.1 + 0.01 * torch.randn(1, n, 1, 1, generator=g)
     return alpha, beta
@@ -85,7 +86,8 @@ class DISTS(FrozenLoss):
     autocast disabled; gradients flow to ``x`` (and ``y``).
 
     Args:
-        vgg: VGG16 source (torchvision ``vgg16`` state-dict file, or ``config={}``).
+        vgg: VGG16 source (torchvision ``vgg16`` state-dict file, or ``config={}``; ``config={"width": w}`` for a
+            narrow random trunk, tests only: alpha/beta then have one value per narrow channel).
         alpha_beta: path of the DISTS alpha/beta file, or None for the random init.
     """
 
@@ -93,8 +95,11 @@ class DISTS(FrozenLoss):
         super().__init__()
         features = build_vgg_features(vgg, "vgg16", component="VGG16 (DISTS)")
         self.normalize = ImageNetNormalize()
+        self.channels = (3, *stage_channels(features, 5))  # DISTS_CHANNELS for the real trunk
         self.stages = split_stages(features, 5, pool=lambda _c: L2Pool())
-        alpha, beta = load_alpha_beta(alpha_beta) if alpha_beta is not None else random_alpha_beta()
+        if alpha_beta is not None and self.channels != DISTS_CHANNELS:
+            raise ValueError(f"the DISTS alpha/beta file fits the real VGG16 trunk, not one of widths {self.channels}")
+        alpha, beta = load_alpha_beta(alpha_beta) if alpha_beta is not None else random_alpha_beta(0, self.channels)
         self.register_buffer("alpha", alpha)  # (1, 1475, 1, 1)
         self.register_buffer("beta", beta)  # (1, 1475, 1, 1)
         freeze(self)
@@ -111,8 +116,8 @@ class DISTS(FrozenLoss):
     def distance(self, feats_x: list[Tensor], feats_y: list[Tensor]) -> Tensor:
         """DISTS from precomputed feature lists; returns (B,)."""
         w_sum = self.alpha.sum() + self.beta.sum()
-        alphas = torch.split(self.alpha / w_sum, list(DISTS_CHANNELS), dim=1)
-        betas = torch.split(self.beta / w_sum, list(DISTS_CHANNELS), dim=1)
+        alphas = torch.split(self.alpha / w_sum, list(self.channels), dim=1)
+        betas = torch.split(self.beta / w_sum, list(self.channels), dim=1)
         similarity = 0.0
         for fx, fy, a, b in zip(feats_x, feats_y, alphas, betas, strict=True):
             mx = fx.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)

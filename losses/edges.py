@@ -1,4 +1,4 @@
-"""Sobel edges and the edge-aware DISTS of TUDSR (paper eq. 5, reference section 1)."""
+"""Sobel edges and the edge-aware DISTS of TUDSR (paper eq. 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Frequency Distribution Loss (Ni et al., CVPR 2024), StrSR's phase-2 term (reference section 3). Our own code."""
+"""Frequency Distribution Loss (Ni et al., CVPR 2024), StrSR's phase-2 term (StrSR eq. 10, sec. 4.1). Our own code."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.pretrained import Source, freeze
-from losses.vgg import FrozenLoss, ImageNetNormalize, build_vgg_features, split_stages
+from losses.vgg import FrozenLoss, ImageNetNormalize, build_vgg_features, split_stages, stage_channels
 
 __all__ = ["FDL", "FDL_CHANNELS", "sliced_wasserstein"]
 
@@ -47,7 +47,8 @@ class FDL(FrozenLoss):
     ``min(H, W) >= 16 * patch_size`` (80 px for the default 5); smaller inputs raise ``ValueError``.
 
     Args:
-        vgg: VGG19 source (torchvision ``vgg19`` state-dict file, or ``config={}``).
+        vgg: VGG19 source (torchvision ``vgg19`` state-dict file, or ``config={}``; ``config={"width": w}`` for a
+            narrow random trunk, tests only).
         num_projections: random projections per layer (256 in the paper).
         patch_size: projection filter size (5).
         phase_weight: weight of the phase term (1.0).
@@ -70,16 +71,18 @@ class FDL(FrozenLoss):
         self.patch_size = patch_size
         self.phase_weight = phase_weight
         self.seed = seed
-        for i, proj in enumerate(self.make_projections(num_projections, patch_size, seed)):
+        channels = stage_channels(features, 5)  # FDL_CHANNELS for the real trunk
+        for i, proj in enumerate(self.make_projections(num_projections, patch_size, seed, channels)):
             self.register_buffer(f"proj_{i}", proj, persistent=False)  # (P, C_i, k, k)
         freeze(self)
 
     @staticmethod
-    def make_projections(num_projections: int, patch_size: int, seed: int) -> list[Tensor]:
+    def make_projections(num_projections: int, patch_size: int, seed: int,
+                         channels: tuple[int, ...] = FDL_CHANNELS) -> list[Tensor]:
         """The per-layer unit-norm projection filters, drawn from one CPU generator seeded with ``seed``."""
         g = torch.Generator().manual_seed(seed)
         out = []
-        for c in FDL_CHANNELS:
+        for c in channels:
             w = torch.randn(num_projections, c, patch_size, patch_size, generator=g)
             out.append(w / w.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
         return out

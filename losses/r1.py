@@ -1,4 +1,4 @@
-"""Approximated R1 regularisation of the discriminator (StrSR eq. 8, 9; reference section 2)."""
+"""Approximated R1 regularisation of the discriminator (StrSR eq. 8, 9)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,11 @@ Weights come from a :class:`models.pretrained.Source`:
 - ``Source(pretrained="/path/vgg16-397923af.pth")``: a local state-dict file of torchvision's ``vgg16`` / ``vgg19``
   (``.pth``/``.pt``/``.bin``/``.safetensors``; keys ``features.N.weight`` as torchvision saves them, or already
   stripped to ``N.weight``; classifier keys are ignored);
-- ``Source(config={})``: random initialisation (torchvision's Kaiming init), used by tests and the demo.
+- ``Source(config={})``: random initialisation (torchvision's Kaiming init), used by tests and the demo;
+- ``Source(config={"width": 0.125})``: the same layers with every convolution's channel count scaled (here 8, 16,
+  32, 64, 64 per stage instead of 64, 128, 256, 512, 512) and random weights: a narrow trunk that makes the
+  perceptual losses cheap in tests and tiny runs. Module names (torchvision indices) stay; only ``width`` 1 (the
+  default) is the real architecture, and only it loads weight files.
 
 Only the convolutional ``features`` are built (the 120 M-parameter classifier never is).
 """
@@ -28,6 +32,7 @@ __all__ = [
     "FrozenLoss",
     "build_vgg_features",
     "split_stages",
+    "stage_channels",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -54,13 +59,14 @@ class ImageNetNormalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def _make_features(arch: str, init: bool = True) -> nn.Sequential:
+def _make_features(arch: str, init: bool = True, width: float = 1.0) -> nn.Sequential:
     from torchvision.models.vgg import cfgs, make_layers
 
+    cfg = [v if v == "M" else max(1, round(v * width)) for v in cfgs[_CFG_NAME[arch]]]  # width 1: torchvision's
     if not init:  # weights come from a file: build on the meta device, the caller loads with assign=True
         with torch.device("meta"):
-            return make_layers(cfgs[_CFG_NAME[arch]], batch_norm=False)
-    features = make_layers(cfgs[_CFG_NAME[arch]], batch_norm=False)
+            return make_layers(cfg, batch_norm=False)
+    features = make_layers(cfg, batch_norm=False)
     for m in features.modules():  # the init torchvision's VGG applies
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -84,7 +90,8 @@ def build_vgg_features(
     """Build the frozen ``features`` trunk of torchvision's ``vgg16``/``vgg19`` (indices as in torchvision).
 
     Args:
-        source: local state-dict file (``pretrained``) or ``config={}`` for random init.
+        source: local state-dict file (``pretrained``), or ``config={}`` for random init (``config={"width": w}``:
+            every convolution ``w`` times as wide, random init only; see the module docstring).
         arch: ``"vgg16"`` or ``"vgg19"``.
         component: name used in the :class:`MissingWeightsError` message, e.g. ``"VGG16 (DISTS)"``.
     """
@@ -93,9 +100,14 @@ def build_vgg_features(
     name = component or arch.upper()
 
     def build(config: dict) -> nn.Sequential:
-        if config:
-            raise ValueError(f"{name}: the VGG config takes no keys (use config: {{}}), got {sorted(config)}")
-        return _make_features(arch)
+        unknown = sorted(set(config) - {"width"})
+        if unknown:
+            raise ValueError(f"{name}: the VGG config takes only 'width' (config: {{}} is the real architecture), "
+                             f"got {unknown}")
+        width = float(config.get("width", 1.0))
+        if not 0 < width <= 1:
+            raise ValueError(f"{name}: VGG width must be in (0, 1], got {width}")
+        return _make_features(arch, width=width)
 
     def load(path: str, src: Source, local_only: bool) -> nn.Sequential:  # noqa: ARG001
         if not Path(path).is_file():
@@ -110,6 +122,20 @@ def build_vgg_features(
         return features.float()
 
     return freeze(load_or_build(name, source, load, build, yaml_key))
+
+
+def stage_channels(features: nn.Sequential, num_stages: int = 5) -> tuple[int, ...]:
+    """Output channels of the first ``num_stages`` stages of a VGG trunk (the last convolution before each of its
+    max-pools): VGG16/19 ``(64, 128, 256, 512, 512)``, narrower for a ``width`` < 1 trunk."""
+    channels, out = 3, []
+    for layer in features:
+        if isinstance(layer, nn.Conv2d):
+            channels = layer.out_channels
+        elif isinstance(layer, nn.MaxPool2d):
+            out.append(channels)
+    if len(out) < num_stages:
+        raise ValueError(f"the trunk has fewer than {num_stages} stages")
+    return tuple(out[:num_stages])
 
 
 def split_stages(

@@ -1,7 +1,7 @@
 """Named LoRA adapters on diffusers models (SD UNet, DiT transformers), shared by every generator.
 
-Reference: ``shared/notes/reference.md`` sections 1, 2 and 6. TUDSR: rank 32, alpha = rank, gaussian init, fp32 LoRA
-weights on a (possibly bf16) base; StrSR: rank 256, same otherwise.
+TUDSR: rank 32, alpha = rank, gaussian init, fp32 LoRA weights on a (possibly bf16) base; StrSR (sec. 4.1): rank 256,
+same otherwise.
 
 Facts this module relies on (peft 0.21 + diffusers 0.42):
 

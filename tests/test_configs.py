@@ -1,8 +1,12 @@
-"""Every YAML under configs/ parses through the real CLI without any weight present; the real configs fail at once
-with the missing-weights message; the demo chain's configs instantiate and fit together."""
+"""Every run file under configs/ (a file with a usage line) parses through the real CLI without any weight present,
+and every value written in a part reaches a run that composes it; the real configs fail at once with the
+missing-weights message; the demo chain's configs instantiate and fit together."""
 
 from __future__ import annotations
 
+import functools
+import importlib
+import os
 import re
 import time
 from pathlib import Path
@@ -13,6 +17,7 @@ import torch
 import yaml
 
 from onestep_sr.cli import cli_main
+from onestep_sr.config import COMPOSE_KEY, expand_config, load_config
 from models.pretrained import MissingWeightsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +52,24 @@ def usage(path: Path) -> tuple[str, list[str]] | None:
 
 def is_fragment(path: Path) -> bool:
     """A partial config (e.g. a strategy or the test sets) that is layered on a full one."""
-    return "model" not in (yaml.safe_load(path.read_text()) or {})
+    given = yaml.safe_load(path.read_text()) or {}
+    return "model" not in given and COMPOSE_KEY not in given
+
+
+RUNS = [p for p in CONFIGS if usage(p)]  # what users type: run files and fragments, each with its usage line
+PARTS = [p for p in CONFIGS if not usage(p)]  # composed by the run files (trainer/, method/, demo/parts/, ...)
+MODEL_RUNS = [p for p in RUNS if not is_fragment(p)]
+
+
+@functools.cache
+def resolved(run: Path) -> dict[str, Any]:
+    """(dotted key -> value) of the config ``run`` resolves to (no subcommand)."""
+    return dict(walk(load_config(run)))
+
+
+def composed_by(run: Path) -> set[Path]:
+    """Every file ``run`` composes, directly or through another file."""
+    return {Path(v).resolve() for v in expand_config(run) if os.path.isfile(v)}
 
 
 def command_line(path: Path) -> list[str]:
@@ -91,17 +113,49 @@ def walk(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return items
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=rel)
+@pytest.mark.parametrize("path", RUNS, ids=rel)
 def test_config_parses_and_prints(path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli_main([*command_line(path), "--print_config"])  # prints and exits before anything is instantiated
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     given = yaml.safe_load(path.read_text())
+    given.pop(COMPOSE_KEY, None)  # the composed parts are checked below, the file's own keys here
     assert_subset(given, printed, rel(path))
     if not is_fragment(path):
         assert printed["model"]["class_path"].startswith("lightning_modules.")
     assert not Path("runs").exists()  # printing writes nothing
+
+
+def test_run_files_compose_parts_and_parts_compose_nothing() -> None:
+    """Run files are a usage line, ``compose:`` and a few keys; parts compose nothing (they also work as plain
+    repeated ``--config``) and are composed by some run file."""
+    used = set().union(*(composed_by(run) for run in RUNS))
+    for part in PARTS:
+        assert COMPOSE_KEY not in (yaml.safe_load(part.read_text()) or {}), rel(part)
+        assert part.resolve() in used, f"{rel(part)} is composed by no run file"
+    for run in RUNS:
+        lines = [l for l in run.read_text().splitlines() if l.strip() and not l.lstrip().startswith("#")]
+        assert len(lines) <= 20, f"{rel(run)}: {len(lines)} lines besides comments"
+
+
+@pytest.mark.parametrize("part", PARTS, ids=rel)
+def test_every_value_of_a_part_reaches_a_run(part: Path) -> None:
+    """Nothing in a part is dead: each value written there is what at least one run composing it resolves to."""
+    given = yaml.safe_load(part.read_text())
+    runs = [run for run in MODEL_RUNS if part.resolve() in composed_by(run)]
+    assert runs, f"{rel(part)} is composed by no run file"
+    for key, value in walk(given):
+        if not isinstance(value, (dict, list)):  # leaves (lists and dicts through their leaves)
+            found = [resolved(run).get(key, "<absent>") for run in runs]
+            if key.endswith("class_path"):  # printed as the shortest import path of the same class
+                value, found = _import(value), [_import(f) for f in found if isinstance(f, str)]
+            assert value in found, f"{rel(part)}: {key} = {value!r} reaches no run ({found!r})"
+
+
+def _import(dotted: str) -> Any:
+    module, name = dotted.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
 
 
 def _hub_has(repo: str) -> bool:
@@ -154,34 +208,14 @@ def test_demo_chain_instantiates_and_fits_together(tmp_path: Path) -> None:
 
 def test_every_adapter_a_config_reads_is_one_a_config_writes() -> None:
     written, read = set(), {}
-    for path in CONFIGS:
-        config = yaml.safe_load(path.read_text()) or {}
+    for path in MODEL_RUNS:
+        config = load_config(path)
         for callback in (config.get("trainer") or {}).get("callbacks") or []:
             if callback.get("class_path", "").endswith("AdapterExport"):
                 args = callback.get("init_args") or {}
                 written.add(f"{args['dirpath']}/{args.get('filename', 'adapter')}.safetensors")
         for key, value in walk(config.get("model")):
-            if key.rsplit(".", 1)[-1] in ADAPTER_KEYS and isinstance(value, str):
+            if key in {f"init_args.{k}" for k in ADAPTER_KEYS} and isinstance(value, str):  # the module's own args
                 read[f"{rel(path)}: {key}"] = value
     assert read, "no config reads an exported adapter"
     assert {where: path for where, path in read.items() if path not in written} == {}
-
-
-def test_channels_last_switch_keeps_the_output(tmp_path) -> None:
-    """The inference speed switch changes the memory layout, not the result."""
-    from onestep_sr import cli as main
-
-    # the demo chain's exported adapters, written into the (empty) working folder from the demo stage-1 generator
-    generator = main.cli_main(["--config", str(ROOT / "configs/demo/stage1.yaml")], run=False).model.generator
-    for stage in ("stage1", "stage2"):
-        generator.export_adapter(tmp_path / f"runs/demo_{stage}/export/{stage}.safetensors")
-    base = ["--config", str(ROOT / "configs/demo/predict_x4.yaml")]
-    outputs = []
-    for flag in ("false", "true"):
-        cli = main.cli_main(base + ["--model.init_args.channels_last", flag], run=False)
-        torch.manual_seed(0)
-        lq = torch.rand(1, 3, 24, 20)
-        with torch.inference_mode():
-            outputs.append(cli.model(lq))
-    assert outputs[0].shape == (1, 3, 96, 80)
-    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-4, rtol=1e-4)

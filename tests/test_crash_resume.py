@@ -1,4 +1,4 @@
-"""Crash-safe runs (issue 7): atomic checkpoint files, degradation state across a resume, SIGKILL + ``--ckpt_path last``."""
+"""Crash-safe runs: atomic checkpoint files, degradation state across a resume, SIGKILL + ``--ckpt_path last``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -19,11 +20,13 @@ import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from callbacks.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO
 from datamodules.degradation import DegradationConfig, KernelSampler, RealESRGANDegradation
 from datamodules.resume_state import degradation_state_dict, fold_seed, load_degradation_state_dict
+from onestep_sr.config import load_config
+from plugins.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
 
 
 # ---------------------------------------------------------------------------------------------- atomic checkpoints
@@ -180,6 +183,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow  # two processes
 def test_per_rank_states_are_gathered_under_ddp(tmp_path: Path) -> None:
     code = GATHER_WORKER.format(out=str(tmp_path))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(random.randint(20000, 40000)),
@@ -201,12 +205,25 @@ MAX_STEPS = 8  # Lightning counts G and D steps: 4 batches
 EVERY = 2  # one checkpoint per batch
 
 
-def resume_config(tmp_path: Path) -> Path:
-    """The demo stage-1 config with its ModelCheckpoint/exports under tmp_path, no validation, atomic checkpoints."""
-    cfg = yaml.safe_load((ROOT / "configs/demo/stage1.yaml").read_text())
+class StallBeforeLastBatch(L.Callback):
+    """Sleeps before the last batch (until the test kills the run), so that a fast machine cannot finish the run,
+    final checkpoint included, before the random moment of the kill."""
+
+    def __init__(self, max_steps: int, seconds: float = 300.0) -> None:
+        self.max_steps, self.seconds = max_steps, seconds
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step >= self.max_steps - EVERY:
+            time.sleep(self.seconds)
+
+
+def resume_config(tmp_path: Path, stall: bool = False) -> Path:
+    """The demo stage-1 config with its ModelCheckpoint/exports under tmp_path, no validation, atomic checkpoints;
+    with ``stall``, the run stops before its last batch and waits to be killed."""
+    cfg = load_config(ROOT / "configs/demo/stage1.yaml")  # composed and resolved, as --print_config prints it
     trainer = cfg["trainer"]
     trainer.update(max_steps=MAX_STEPS, limit_val_batches=0, log_every_n_steps=1, enable_progress_bar=False,
-                   enable_model_summary=False, plugins=[{"class_path": "callbacks.checkpoint_io.AtomicCheckpointIO"}])
+                   enable_model_summary=False, plugins=[{"class_path": "plugins.checkpoint_io.AtomicCheckpointIO"}])
     trainer["logger"]["init_args"]["save_dir"] = str(tmp_path / "runs")
     callbacks = []
     for cb in trainer["callbacks"]:
@@ -218,9 +235,11 @@ def resume_config(tmp_path: Path) -> Path:
         elif name == "EvaluationCallback":
             continue  # no validation in this test
         callbacks.append(cb)
+    if stall:
+        callbacks.append({"class_path": "test_crash_resume.StallBeforeLastBatch", "init_args": {"max_steps": MAX_STEPS}})
     trainer["callbacks"] = callbacks
     cfg["data"]["val_sets"] = []
-    path = tmp_path / "stage1_resume.yaml"
+    path = tmp_path / ("stage1_killed.yaml" if stall else "stage1_resume.yaml")
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -235,21 +254,27 @@ def load(path: Path) -> dict:
 
 @pytest.mark.slow
 def test_sigkill_then_resume_from_last(tmp_path: Path) -> None:
-    config, ckpt_dir = resume_config(tmp_path), tmp_path / "ckpt"
-    cmd = [sys.executable, str(ROOT / "main.py"), "fit", "--config", str(config)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    ckpt_dir = tmp_path / "ckpt"
+    cmd = [sys.executable, str(ROOT / "main.py"), "fit", "--config"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]), "PYTHONUNBUFFERED": "1"}
     start = time.monotonic()
     with open(tmp_path / "run1.log", "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-        while not (ckpt_dir / "last.ckpt").exists():
-            assert proc.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
-            assert time.monotonic() - start < 240, "no checkpoint after 240 s"
-            time.sleep(0.2)
-        delay = random.uniform(0.0, 3.0)  # a random moment after the first checkpoint (possibly mid-save)
-        time.sleep(delay)
-        assert proc.poll() is None, "the run finished before it could be killed; raise MAX_STEPS"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc = subprocess.Popen([*cmd, str(resume_config(tmp_path, stall=True))], cwd=tmp_path, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            while not (ckpt_dir / "last.ckpt").exists():
+                assert proc.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
+                assert time.monotonic() - start < 240, "no checkpoint after 240 s"
+                time.sleep(0.2)
+            delay = random.uniform(0.0, 3.0)  # a random moment after the first checkpoint (possibly mid-save)
+            time.sleep(delay)
+            assert proc.poll() is None, "the run finished before it could be killed"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert proc.returncode == -signal.SIGKILL
 
     # every complete-named checkpoint is loadable (atomic writes), and last.ckpt is the newest one
@@ -260,8 +285,8 @@ def test_sigkill_then_resume_from_last(tmp_path: Path) -> None:
     assert resumed_from in saved and max(saved) - EVERY <= resumed_from < MAX_STEPS and resumed_from % EVERY == 0
     before = {s: (p.stat().st_mtime_ns, p.read_bytes()) for s, p in saved.items() if s <= resumed_from}
 
-    result = subprocess.run([*cmd, "--ckpt_path", "last"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([*cmd, str(resume_config(tmp_path)), "--ckpt_path", "last"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     print(f"killed after {delay:.2f} s at step {resumed_from}; total {time.monotonic() - start:.0f} s")
 

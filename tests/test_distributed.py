@@ -1,8 +1,10 @@
-"""Two-process DDP (gloo, CPU) of the stage-1 and stage-2 demos through ``main.py`` + ``configs/strategy/ddp.yaml``.
+"""Two-process runs (gloo, CPU) through ``main.py``: the stage-1 and stage-2 demos under ``configs/strategy/ddp.yaml``,
+the StrSR demo under ``configs/strategy/fsdp.yaml`` and DDP, and raw FSDP with the LoRA wrap policy.
 
-Each rank records what it trained on and its trainable weights (``RankRecorder``, given to the CLI by class path
-with this folder on ``PYTHONPATH``). Ranks that saw different images and ended with bit-identical adapter and head
-weights can only have done so through DDP's gradient all-reduce.
+Each rank of the DDP demo runs records what it trained on and its trainable weights (``RankRecorder``, given to the
+CLI by class path with this folder on ``PYTHONPATH``). Ranks that saw different images and ended with bit-identical
+adapter and head weights can only have done so through DDP's gradient all-reduce. Every launch is a module-scoped
+fixture, run once and read by every test that needs it. All of them are ``slow``: ``python -m pytest -q -m slow``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ import pytest
 import torch
 import yaml
 
+from onestep_sr.config import load_config
+
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
+pytestmark = pytest.mark.slow  # every test here launches two processes
 
 
 class RankRecorder(L.Callback):
@@ -62,7 +67,7 @@ class RankRecorder(L.Callback):
 
 def ddp_config(tmp: Path, demo: str, max_steps: int, record: Path, **model_args: Any) -> Path:
     """The demo config, tiny: no validation, one checkpoint at the end, exports and logs in ``tmp``, a recorder."""
-    cfg = yaml.safe_load((ROOT / "configs/demo" / f"{demo}.yaml").read_text())
+    cfg = load_config(ROOT / "configs/demo" / f"{demo}.yaml")  # composed and resolved, as --print_config prints it
     trainer = cfg["trainer"]
     trainer.update(max_steps=max_steps, limit_val_batches=0, log_every_n_steps=1, enable_progress_bar=False,
                    enable_model_summary=False)
@@ -132,7 +137,6 @@ def stage1_ddp(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dic
     return tmp, ranks, wall
 
 
-@pytest.mark.slow
 def test_stage1_ddp_two_ranks(stage1_ddp: tuple[Path, list[dict[str, Any]], float]) -> None:
     tmp, ranks, wall = stage1_ddp
     print(f"stage-1 DDP x2: {wall:.0f} s")
@@ -146,7 +150,6 @@ def test_stage1_ddp_two_ranks(stage1_ddp: tuple[Path, list[dict[str, Any]], floa
     assert (tmp / "export" / "stage1.safetensors").is_file()
 
 
-@pytest.mark.slow
 def test_stage2_ddp_two_ranks(stage1_ddp: tuple[Path, list[dict[str, Any]], float], tmp_path: Path) -> None:
     adapter = stage1_ddp[0] / "export" / "stage1.safetensors"  # the stage-1 adapter the DDP run exported
     config = ddp_config(tmp_path, "stage2", max_steps=8, record=tmp_path / "record", stage1_adapter=str(adapter))
@@ -163,7 +166,7 @@ import torch, torch.distributed as dist
 from torch import nn
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
-from callbacks.fsdp import LoRAWrapPolicy, clip_sharded_grad_norm_, frozen_outside_units
+from plugins.fsdp import LoRAWrapPolicy, clip_sharded_grad_norm_, frozen_outside_units
 
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
@@ -222,7 +225,7 @@ head_before = [None if p.grad is None else p.grad.clone() for p in head]
 out["norm"] = float(clip_sharded_grad_norm_(fsdp, lora, 1e-3))
 out["head_untouched"] = all((a is None and b is None) or torch.equal(a, b) for a, b in zip(head_before, [p.grad for p in head]))
 
-# reference: one process, the mean of the ranks' losses
+# single-process baseline: the mean of the ranks' losses
 xs = [torch.randn(4, 8, generator=torch.Generator().manual_seed(r)) for r in range(world)]
 (sum(plain(xx) for xx in xs) / world).backward()
 ref_lora = [p for n, p in plain.named_parameters() if "lora" in n]
@@ -230,12 +233,16 @@ out["ref_norm"] = float(torch.nn.utils.clip_grad_norm_(ref_lora, 1e-3))
 with FSDP.summon_full_params(fsdp, with_grads=True):
     out["grads_match"] = all(torch.allclose(a.grad, b.grad, atol=1e-6) for a, b in zip(lora, ref_lora))
     out["head_grads_match"] = all(torch.allclose(a.grad, b.grad, atol=1e-6) for a, b in zip(head, plain.head.parameters()))
-json.dump(out, open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w"))
+with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
+    json.dump(out, f)
 dist.destroy_process_group()
+# Skip the interpreter's teardown: about one run in eight, a C++ thread left by the failed block-policy FSDP (or
+# gloo) aborts the process after destroy_process_group ("terminate called without an active exception", torch
+# 2.14, CPU). Everything the test reads is written and closed by now.
+os._exit(0)
 '''
 
 
-@pytest.mark.slow
 def test_fsdp_lora_wrap_policy_and_per_network_clipping(tmp_path: Path) -> None:
     """Raw FSDP on CPU (gloo): the block-only policy cannot flatten bf16 base + fp32 LoRA; LoRAWrapPolicy can, the
     frozen VAE is replicated (called via ``encode``), and clipping one network's gradients uses the global norm of
@@ -257,15 +264,18 @@ def test_fsdp_lora_wrap_policy_and_per_network_clipping(tmp_path: Path) -> None:
         assert out["grads_match"] and out["head_untouched"] and out["head_grads_match"]
 
 
-def dit_fsdp_or_ddp(tmp: Path, strategy: str, dtype: str = "fp32") -> dict[str, torch.Tensor]:
-    cfg = yaml.safe_load((ROOT / "configs/demo/strsr_flux2.yaml").read_text())
+def dit_run(tmp: Path, strategy: str, dtype: str = "fp32") -> dict[str, Any]:
+    """The StrSR FLUX.2 demo for ``DIT_STEPS`` steps on two ranks under ``strategy``; returns the last checkpoint and
+    the resolved config."""
+    cfg = load_config(ROOT / "configs/demo/strsr_flux2.yaml")
     trainer = cfg["trainer"]
-    trainer.update(max_steps=4, limit_val_batches=0, log_every_n_steps=1, enable_progress_bar=False,
+    trainer.update(max_steps=DIT_STEPS, limit_val_batches=0, log_every_n_steps=1, enable_progress_bar=False,
                    enable_model_summary=False)
     trainer["logger"]["init_args"]["save_dir"] = str(tmp / "runs")
     trainer["callbacks"] = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                             "init_args": {"dirpath": str(tmp / "ckpt"), "save_last": True, "every_n_train_steps": 4}}]
-    trainer["plugins"] = [{"class_path": "callbacks.checkpoint_io.AtomicCheckpointIO"}]
+                             "init_args": {"dirpath": str(tmp / "ckpt"), "save_last": True,
+                                           "every_n_train_steps": DIT_STEPS}}]
+    trainer["plugins"] = [{"class_path": "plugins.checkpoint_io.AtomicCheckpointIO"}]
     cfg["data"]["val_sets"] = []
     cfg["model"]["init_args"]["generator"]["init_args"]["backend"]["init_args"]["dtype"] = dtype  # frozen base
     tmp.mkdir(parents=True, exist_ok=True)
@@ -274,33 +284,72 @@ def dit_fsdp_or_ddp(tmp: Path, strategy: str, dtype: str = "fp32") -> dict[str, 
     cmd = [sys.executable, str(ROOT / "main.py"), "fit", "--config", str(config), "--config",
            str(ROOT / f"configs/strategy/{strategy}.yaml"), "--trainer.accelerator", "cpu", "--trainer.devices", "2"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    start = time.monotonic()
     result = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-5000:]
+    print(f"DiT {strategy} {dtype} x2: {time.monotonic() - start:.0f} s")
     ckpt = torch.load(tmp / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == 4
-    return ckpt["state_dict"]
+    assert ckpt["global_step"] == DIT_STEPS
+    return {"state": ckpt["state_dict"], "config": cfg}
 
 
-@pytest.mark.slow
-def test_dit_fsdp_matches_ddp(tmp_path: Path) -> None:
+DIT_STEPS = 4  # alternating: G, D, G, D
+
+
+@pytest.fixture(scope="module")
+def dit_fsdp(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return dit_run(tmp_path_factory.mktemp("dit_fsdp"), "fsdp")
+
+
+@pytest.fixture(scope="module")
+def dit_ddp(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return dit_run(tmp_path_factory.mktemp("dit_ddp"), "ddp")
+
+
+def last_head_biases(names: Any) -> set[str]:
+    """The bias of each discriminator head's last layer (``discriminator.heads.<i>.<last>.bias``)."""
+    last: dict[str, tuple[int, str]] = {}
+    for name in names:
+        parts = name.split(".")
+        if name.startswith("discriminator.heads.") and parts[-1] == "bias":
+            layer = int(parts[3])
+            if layer >= last.get(parts[2], (-1, ""))[0]:
+                last[parts[2]] = (layer, name)
+    return {name for _, name in last.values()}
+
+
+def test_dit_fsdp_matches_ddp(dit_fsdp: dict[str, Any], dit_ddp: dict[str, Any]) -> None:
     """The StrSR demo under LoRAFSDPStrategy ends with the same trainable weights as under DDP (fp32 base: the same
-    arithmetic): sharding, per-network clipping and the manual-optimisation backward handling change nothing."""
-    start = time.monotonic()
-    fsdp = dit_fsdp_or_ddp(tmp_path / "fsdp", "fsdp")
-    ddp = dit_fsdp_or_ddp(tmp_path / "ddp", "ddp")
-    print(f"DiT FSDP + DDP x2: {time.monotonic() - start:.0f} s")
+    arithmetic): sharding, per-network clipping, the manual-optimisation backward handling and keeping the generator
+    step's adversarial gradient out of the frozen heads change nothing.
+
+    One exception, bounded instead of matched: the bias of each head's last layer. RaGAN compares real and fake
+    logits of one level by their difference (StrSR eq. 7) and the approximated R1 penalises D(x) - D(x + noise), so
+    a constant added to a level's logits cancels and that bias has an exact gradient of zero. What autograd returns
+    is float32 rounding (|g| ~ 1e-8, against ~1e-2 for the other head biases), different under DDP's all-reduce and
+    FSDP's reduce-scatter once the weights differ in their last bits; AdamW (eps 1e-8) divides it by its own RMS,
+    so each discriminator step moves that bias by up to lr in a direction set by rounding. With two D steps at
+    lr 1e-4 the two runs measured 4.2e-5 and 1.7e-5 apart (all other tensors: <= 5e-6 relative); the bound is the
+    worst case, 2 runs x lr x D steps. A gradient leaking into the heads moves every head tensor by 1e-4..4e-3,
+    which the tight comparison of the others catches."""
+    fsdp, ddp, cfg = dit_fsdp["state"], dit_ddp["state"], dit_ddp["config"]["model"]["init_args"]
     assert fsdp.keys() == ddp.keys() and any("lora" in k for k in ddp) and any("heads" in k for k in ddp)
+    assert cfg["adversarial"]["class_path"].endswith(".RaGAN") and cfg["r1"]["class_path"].endswith(".ApproxR1")
+    shift_invariant = last_head_biases(ddp)
+    disc = cfg["discriminator"]["init_args"]
+    assert len(shift_invariant) == len(disc["stages"]) + int(disc["pooled"])  # one head per level
+    d_steps, lr = DIT_STEPS // 2, float(cfg["optimizer_d"]["init_args"]["lr"])
     for name, value in ddp.items():
-        torch.testing.assert_close(fsdp[name].float(), value.float(), rtol=1e-4, atol=1e-5, msg=name)
+        if name in shift_invariant:
+            torch.testing.assert_close(fsdp[name], value, rtol=0, atol=2 * lr * d_steps, msg=name)
+        else:
+            torch.testing.assert_close(fsdp[name].float(), value.float(), rtol=1e-4, atol=1e-5, msg=name)
 
 
-@pytest.mark.slow
 def test_dit_fsdp_bf16_base(tmp_path: Path) -> None:
     """bf16 frozen FLUX.2 blocks with fp32 LoRA (what a plain block wrap policy cannot flatten) train under FSDP and
     checkpoint every trainable tensor, full size, on rank 0."""
-    start = time.monotonic()
-    state = dit_fsdp_or_ddp(tmp_path, "fsdp", dtype="bf16")
-    print(f"DiT FSDP bf16 x2: {time.monotonic() - start:.0f} s")
+    state = dit_run(tmp_path, "fsdp", dtype="bf16")["state"]
     lora = {k: v for k, v in state.items() if "lora_B" in k}
     assert lora and all(v.dtype == torch.float32 and v.dim() == 2 and v.numel() > 0 for v in lora.values())
     assert all(torch.isfinite(v.float()).all() for v in state.values())

@@ -1,4 +1,4 @@
-"""Real-ESRGAN second-order degradation: kernels (dataset side) and the batched transform (reference.md section 5)."""
+"""Real-ESRGAN second-order degradation (Wang et al., ICCVW 2021): kernels (dataset side) and the batched transform."""
 
 from .config import PRESETS, DegradationConfig
 from .jpeg import jpeg_compress, quality_to_factor

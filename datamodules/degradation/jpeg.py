@@ -1,4 +1,5 @@
-"""Batched JPEG compression round trip with a per-sample quality (reference.md section 5; BasicSR ``DiffJPEG``).
+"""Batched JPEG compression round trip with a per-sample quality (XPixelGroup/BasicSR
+``basicsr/utils/diffjpeg.py``, ``DiffJPEG``).
 
 RGB -> YCbCr (JFIF, full range) -> 4:2:0 chroma by 2x2 average -> 8x8 DCT -> quantise with the standard IJG
 tables times factor(q) = (5000 / q if q < 50 else 200 - 2 q) / 100, round -> dequantise -> inverse DCT ->

@@ -1,4 +1,4 @@
-"""Blur kernels of the Real-ESRGAN degradation (reference.md section 5; BasicSR ``degradations.py``).
+"""Blur kernels of the Real-ESRGAN degradation (XPixelGroup/BasicSR ``basicsr/data/degradations.py``).
 
 All kernel functions are plain numpy (float64) and return kernels normalised to sum 1:
 
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy import special
 
-from .config import DegradationConfig
+from .config import DegradationConfig, StageConfig
 
 __all__ = [
     "mesh_grid",
@@ -154,32 +154,21 @@ class KernelSampler:
     def __init__(self, config: DegradationConfig) -> None:
         self.config = config
 
-    def _blur_kernel(
-        self,
-        rng: np.random.Generator,
-        kernel_list: tuple[str, ...],
-        kernel_prob: tuple[float, ...],
-        sinc_prob: float,
-        sigma: tuple[float, float],
-        betag: tuple[float, float],
-        betap: tuple[float, float],
-    ) -> np.ndarray:
+    def _blur_kernel(self, rng: np.random.Generator, s: StageConfig) -> np.ndarray:
+        """The blur kernel of one degradation stage, zero-padded to ``kernel_size``."""
         size = int(rng.choice(self.config.kernel_range))
-        if rng.uniform() < sinc_prob:
+        if rng.uniform() < s.sinc_prob:
             omega = rng.uniform(math.pi / 3, math.pi) if size < 13 else rng.uniform(math.pi / 5, math.pi)
             kernel = circular_lowpass_kernel(float(omega), size)
         else:
-            kernel = random_mixed_kernel(rng, kernel_list, kernel_prob, size, sigma, betag, betap)
+            kernel = random_mixed_kernel(rng, s.kernel_list, s.kernel_prob, size, s.blur_sigma, s.betag_range,
+                                         s.betap_range)
         return pad_kernel(kernel, self.config.kernel_size)
 
     def __call__(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         c = self.config
-        k1 = self._blur_kernel(
-            rng, c.kernel_list, c.kernel_prob, c.sinc_prob, c.blur_sigma, c.betag_range, c.betap_range
-        )
-        k2 = self._blur_kernel(
-            rng, c.kernel_list2, c.kernel_prob2, c.sinc_prob2, c.blur_sigma2, c.betag_range2, c.betap_range2
-        )
+        k1 = self._blur_kernel(rng, c.stage1)
+        k2 = self._blur_kernel(rng, c.stage2)
         if rng.uniform() < c.final_sinc_prob:
             size = int(rng.choice(c.kernel_range))
             sinc = circular_lowpass_kernel(float(rng.uniform(math.pi / 3, math.pi)), size, pad_to=c.kernel_size)

@@ -1,6 +1,7 @@
 """Batched image operations of the Real-ESRGAN degradation: per-sample blur, unsharp masking, resizing.
 
-All functions take and return float tensors (B, C, H, W) on any device (reference.md section 5).
+All functions take and return float tensors (B, C, H, W) on any device (after XPixelGroup/BasicSR
+``basicsr/utils/img_process_util.py``).
 """
 
 from __future__ import annotations

@@ -1,14 +1,16 @@
-"""Batched Real-ESRGAN second-order degradation as a seedable batch transform (reference.md section 5)."""
+"""Batched Real-ESRGAN second-order degradation as a seedable batch transform (Wang et al., ICCVW 2021; the batched
+part of XPixelGroup/BasicSR ``basicsr/models/realesrgan_model.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .config import DegradationConfig
+from models.resize import bicubic_upsample
+
+from .config import DegradationConfig, StageConfig
 from .jpeg import jpeg_compress
 from .noise import add_gaussian_noise, add_poisson_noise
 from .ops import USMSharp, filter2d, resize
@@ -102,15 +104,24 @@ class RealESRGANDegradation(nn.Module):
         return gen
 
     # ------------------------------------------------------------------ stages
-    def _noise(self, x: torch.Tensor, stage: int, gen: torch.Generator, params: dict[str, Any]) -> torch.Tensor:
-        c, b = self.config, x.shape[0]
-        s = "" if stage == 1 else "2"
-        gray = torch.rand(b, generator=self.generator) < getattr(c, f"gray_noise_prob{s}")
-        if self._u() < getattr(c, f"gaussian_noise_prob{s}"):
-            sigma = self._uniform(*getattr(c, f"noise_range{s}"), b)
+    def _blur(self, x: torch.Tensor, kernel: torch.Tensor, s: StageConfig, stage: int,
+              params: dict[str, Any]) -> torch.Tensor:
+        """Blur with the per-sample ``kernel``: always when ``s.blur_prob`` is None, else with that probability."""
+        if s.blur_prob is not None:
+            params[f"blur{stage}"] = self._u() < s.blur_prob
+            if not params[f"blur{stage}"]:
+                return x
+        return filter2d(x, kernel)
+
+    def _noise(self, x: torch.Tensor, s: StageConfig, stage: int, gen: torch.Generator,
+               params: dict[str, Any]) -> torch.Tensor:
+        b = x.shape[0]
+        gray = torch.rand(b, generator=self.generator) < s.gray_noise_prob
+        if self._u() < s.gaussian_noise_prob:
+            sigma = self._uniform(*s.noise_range, b)
             params.update({f"noise{stage}": "gaussian", f"sigma{stage}": sigma, f"gray{stage}": gray})
             return add_gaussian_noise(x, sigma, gray, gen)
-        pscale = self._uniform(*getattr(c, f"poisson_scale_range{s}"), b)
+        pscale = self._uniform(*s.poisson_scale_range, b)
         params.update({f"noise{stage}": "poisson", f"poisson_scale{stage}": pscale, f"gray{stage}": gray})
         return add_poisson_noise(x, pscale, gray, gen)
 
@@ -122,33 +133,32 @@ class RealESRGANDegradation(nn.Module):
     def degrade(self, src: torch.Tensor, kernels: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         """The two degradation stages and the final step: src (B, 3, H, W) -> LQ (B, 3, H/s, W/s), not rounded."""
         c, p = self.config, {}
+        s1, s2 = c.stage1, c.stage2
         h, w = src.shape[-2:]
         gen = self._device_generator(src.device)
-        # first degradation
-        out = filter2d(src, kernels["kernel1"])
-        p["resize1"], p["scale1"] = self._resize_scale(c.resize_prob, c.resize_range)
-        p["mode1"] = self._choice(c.resize_modes)
+        # first degradation: blur, resize (relative to the input), noise, JPEG
+        out = self._blur(src, kernels["kernel1"], s1, 1, p)
+        p["resize1"], p["scale1"] = self._resize_scale(s1.resize_prob, s1.resize_range)
+        p["mode1"] = self._choice(s1.resize_modes)
         out = resize(out, p["mode1"], scale=p["scale1"])
-        out = self._noise(out, 1, gen, p)
-        out = self._jpeg(out, c.jpeg_range, "quality1", p)
-        # second degradation
-        p["blur2"] = self._u() < c.second_blur_prob
-        if p["blur2"]:
-            out = filter2d(out, kernels["kernel2"])
-        p["resize2"], p["scale2"] = self._resize_scale(c.resize_prob2, c.resize_range2)
-        p["mode2"] = self._choice(c.resize_modes2)
+        out = self._noise(out, s1, 1, gen, p)
+        out = self._jpeg(out, s1.jpeg_range, "quality1", p)
+        # second degradation: blur, resize (relative to size / scale), noise; its JPEG is in the final step
+        out = self._blur(out, kernels["kernel2"], s2, 2, p)
+        p["resize2"], p["scale2"] = self._resize_scale(s2.resize_prob, s2.resize_range)
+        p["mode2"] = self._choice(s2.resize_modes)
         size2 = (int(h / self.scale * p["scale2"]), int(w / self.scale * p["scale2"]))
         out = resize(out, p["mode2"], size=size2)
-        out = self._noise(out, 2, gen, p)
+        out = self._noise(out, s2, 2, gen, p)
         # final step: [resize, sinc, JPEG] or [JPEG, resize, sinc]
         lq_size = (h // self.scale, w // self.scale)
         p["resize_first"] = self._u() < c.final_resize_first_prob
         if p["resize_first"]:
             p["mode3"] = self._choice(c.final_resize_modes)
             out = filter2d(resize(out, p["mode3"], size=lq_size), kernels["sinc_kernel"])
-            out = self._jpeg(out, c.jpeg_range2, "quality2", p)
+            out = self._jpeg(out, s2.jpeg_range, "quality2", p)
         else:
-            out = self._jpeg(out, c.jpeg_range2, "quality2", p)
+            out = self._jpeg(out, s2.jpeg_range, "quality2", p)
             p["mode3"] = self._choice(c.final_resize_modes)
             out = filter2d(resize(out, p["mode3"], size=lq_size), kernels["sinc_kernel"])
         return out, p
@@ -193,7 +203,7 @@ class RealESRGANDegradation(nn.Module):
         out["gt"] = gt_usm if self.sharpen_gt else gt
         out["lq"] = (lq * 255.0).round().clamp(0, 255) / 255.0  # (B, 3, H/s, W/s) on 8-bit levels
         if self.resize_back:
-            out["lq_up"] = F.interpolate(out["lq"], size=(h, w), mode="bicubic").clamp(0, 1)  # (B, 3, H, W)
+            out["lq_up"] = bicubic_upsample(out["lq"], (h, w))  # (B, 3, H, W)
         if self.gt_crop is not None:
             self._crop(out, b)
         if self.pool is not None:

@@ -1,7 +1,8 @@
 """Training-pair pool (Real-ESRGAN ``_dequeue_and_enqueue``): mixes pairs across batches.
 
 A batch shares its resize choice, interpolation mode and noise type; the pool decorrelates them by returning
-pairs degraded in earlier batches (reference.md section 5, pool of 180..256 pairs).
+pairs degraded in earlier batches (XPixelGroup/BasicSR ``basicsr/models/realesrgan_model.py``, queue of 180 pairs;
+StrSR's released code keeps 256).
 """
 
 from __future__ import annotations

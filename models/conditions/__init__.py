@@ -1,9 +1,9 @@
 """Condition encoders of the one-step DiT generator (StrSR sec. 3.2): fixed text embedding, frozen Qwen3-VL
-features of the raw LR, the trainable adaptive MLP and an on-disk feature cache."""
+features of the raw LR and the trainable adaptive MLP. The on-disk feature cache that replaces the VLM during
+training is read by the data pipeline (``datamodules/feature_cache.py``)."""
 
 from models.conditions.adapter_mlp import AdaptiveMLP
-from models.conditions.cache import FeatureCache, bicubic_lr
 from models.conditions.text import ConditionEncoder, TextEmbeddingCondition
 from models.conditions.vlm import VLMCondition
 
-__all__ = ["AdaptiveMLP", "ConditionEncoder", "FeatureCache", "TextEmbeddingCondition", "VLMCondition", "bicubic_lr"]
+__all__ = ["AdaptiveMLP", "ConditionEncoder", "TextEmbeddingCondition", "VLMCondition"]

@@ -1,4 +1,4 @@
-"""Adaptive MLP f_adapt mapping VLM features to the DiT's text-embedding width (StrSR eq. 5, reference.md sec. 2)."""
+"""Adaptive MLP f_adapt mapping VLM features to the DiT's text-embedding width (StrSR eq. 5)."""
 
 from __future__ import annotations
 

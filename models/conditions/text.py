@@ -1,4 +1,4 @@
-"""Condition encoders for the one-step DiT: the common interface and a fixed text embedding (reference.md sec. 2).
+"""Condition encoders for the one-step DiT: the common interface and a fixed text embedding (StrSR sec. 3.2).
 
 A condition turns the raw LR image into the token features that replace the base model's text-encoder output.
 :class:`TextEmbeddingCondition` ignores the image: it serves a precomputed prompt embedding (the "w/o VLM"

@@ -1,4 +1,4 @@
-"""Frozen Qwen3-VL condition encoder E_VLM of StrSR (paper sec. 3.2, eq. 5; reference.md sec. 2).
+"""Frozen Qwen3-VL condition encoder E_VLM of StrSR (paper sec. 3.2, eq. 5).
 
 The VLM sees the *raw LR image* (before the bicubic resize-back) with a fixed "describe this image" prompt. One
 forward pass, no generation: the last hidden state is kept at the text-token positions only (every position that is
@@ -27,7 +27,7 @@ from models.pretrained import Source, freeze, from_hf, load_or_build, resolve_dt
 
 __all__ = ["VLMCondition", "smart_resize", "qwen_vl_patchify", "DEFAULT_PROMPT", "RELEASED_CODE_PROMPT"]
 
-DEFAULT_PROMPT = "Describe this image in detail."  # the paper's description (reference.md sec. 2)
+DEFAULT_PROMPT = "Describe this image in detail."  # the paper's description (StrSR sec. 3.2)
 # The released StrSR code's fixed prompt (HYPIR/utils/captioner.py, typo included), for exact reproduction.
 RELEASED_CODE_PROMPT = (
     "Descibe this image in detail, especially the text in image. Cinematic, hyper sharpness, highly detailed, "

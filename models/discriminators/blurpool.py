@@ -1,7 +1,8 @@
 """Anti-aliased blur (BlurPool) used inside the discriminator heads.
 
 Zhang, "Making Convolutional Networks Shift-Invariant Again" (ICML 2019), as used by the vision-aided-GAN heads that
-TUDSR (paper 3.5) and StrSR (paper 3.3) build on; reference notes section 1 (Discriminator).
+TUDSR (paper 3.5) and StrSR (paper 3.3) build on (nupurkmr9/vision-aided-gan
+``vision_aided_loss/cv_discriminator.py``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Frozen CLIP-ConvNeXt feature pyramid for the StrSR discriminator (paper 3.3; reference notes section 2).
+"""Frozen CLIP-ConvNeXt feature pyramid for the StrSR discriminator (paper 3.3; jkwang28/StrSR ``HYPIR/model/D.py``).
 
 The backbone is timm's ``convnext_xxlarge.clip_laion2b_soup`` (the LAION-2B CLIP image tower: stem stride 4, stages
 of 384/768/1536/3072 channels at stride 4/8/16/32, head = avg-pool -> LayerNorm -> Linear(3072, 1024)). Tests and the

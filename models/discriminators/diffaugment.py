@@ -1,9 +1,9 @@
 """Differentiable augmentation shared by real and fake discriminator inputs.
 
 Zhao et al., "Differentiable Augmentation for Data-Efficient GAN Training" (NeurIPS 2020), policy
-``color,translation,cutout`` as used by the vision-aided-GAN discriminators that TUDSR builds on (reference notes
-section 1, Discriminator: optional). Here one call draws **one** set of random parameters (per sample of the batch)
-and applies it to every image passed, so real and fake see the identical transform.
+``color,translation,cutout`` as used by the vision-aided-GAN discriminators that TUDSR builds on (optional). Here
+one call draws **one** set of random parameters (per sample of the batch) and applies it to every image passed, so
+real and fake see the identical transform.
 """
 
 from __future__ import annotations

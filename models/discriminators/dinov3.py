@@ -1,4 +1,4 @@
-"""Frozen DINOv3 ViT feature pyramid for the TUDSR discriminator (paper 3.5; reference notes section 1).
+"""Frozen DINOv3 ViT feature pyramid for the TUDSR discriminator (paper 3.5).
 
 The backbone is transformers' ``DINOv3ViTModel`` (real weights: ``facebook/dinov3-vitb16-pretrain-lvd1689m``, 12
 blocks, dim 768, patch 16, 1 CLS + 4 register tokens, RoPE). Tests and the demo build the same class from a tiny

@@ -1,10 +1,10 @@
 """Trainable discriminator heads on frozen backbone features (one head per feature level).
 
 TUDSR paper 3.5 (multi-level heads on DINOv3 layers 3/6/9, width 128) and StrSR paper 3.3 (heads on CLIP-ConvNeXt
-stages + pooled embedding, width 512); layout of the vision-aided-GAN multi-level heads, reference notes section 1
-and section 2 (Discriminator). Spectral norm uses ``torch.nn.utils.spectral_norm`` (``weight_orig``/``weight_u``/
-``weight_v``): one power iteration per forward in train mode, none in eval mode (run heads in eval during the
-generator step).
+stages + pooled embedding, width 512); layout of the vision-aided-GAN multi-level heads (nupurkmr9/vision-aided-gan
+``vision_aided_loss/cv_discriminator.py``). Spectral norm uses ``torch.nn.utils.spectral_norm`` (``weight_orig``/
+``weight_u``/``weight_v``): one power iteration per forward in train mode, none in eval mode (run heads in eval
+during the generator step).
 """
 
 from __future__ import annotations

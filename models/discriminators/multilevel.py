@@ -1,8 +1,7 @@
 """Multi-level discriminator: frozen feature backbone + one trainable head per level.
 
 TUDSR paper 3.5 (DINOv3 layers 3/6/9, BlurPool + spectral-norm heads, logits per level averaged by the loss, eq. 6/7)
-and StrSR paper 3.3 (CLIP-ConvNeXt stages 0/1/2 + pooled embedding, RaGAN per level); reference notes section 1 and
-section 2 (Discriminator).
+and StrSR paper 3.3 (CLIP-ConvNeXt stages 0/1/2 + pooled embedding, RaGAN per level).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One-step DiT super-resolution generator of StrSR (paper sec. 3.1-3.2, eq. 2-6; reference.md sec. 2).
+"""One-step DiT super-resolution generator of StrSR (paper sec. 3.1-3.2, eq. 2-6).
 
     z_t1 = E_VAE(bicubic-upsampled LR)                       (eq. 6; the LQ latent *is* z at sigma, no noise added)
     c    = f_adapt(E_VLM(raw LR))                            (eq. 5)
@@ -13,6 +13,7 @@ the backend's documented Linear layers and the adaptive MLP are the only trainab
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,10 +152,12 @@ class OneStepDiTGenerator(nn.Module):
         needs_mlp = condition.needs_adapter or condition.feature_dim != backend.text_dim
         self.mlp = AdaptiveMLP(condition.feature_dim, backend.text_dim, mlp_hidden) if needs_mlp else None
         self.lora = lora
+        self._active_adapter: str | None = None  # adapter used by forward
         if lora is not None:
             targets = resolve_lora_targets(backend.transformer, lora.target_modules or backend.lora_targets)
             add_adapter(backend.transformer, dataclasses.replace(lora, target_modules=targets), adapter_name)
             set_trainable(backend.transformer, adapter_name)
+            self._active_adapter = adapter_name
 
     # --- parameters and modes ---------------------------------------------------------------------------------
     def trainable_named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
@@ -172,10 +175,35 @@ class OneStepDiTGenerator(nn.Module):
         self.condition.eval()
         return self
 
+    # --- adapters -----------------------------------------------------------------------------------------------
+    @property
+    def active_adapter(self) -> str | None:
+        """The LoRA adapter of the transformer that :meth:`forward` uses (``None``: the bare transformer)."""
+        return self._active_adapter
+
+    @property
+    def adapters(self) -> list[str]:
+        return adapter_names(self.backend.transformer)
+
+    def set_adapter(self, name: str | None) -> None:
+        """Make ``name`` the only active LoRA adapter of the transformer (``None``: run the bare transformer).
+        Requires-grad stays on the trained adapter only (peft's own ``set_adapter`` would flip it)."""
+        transformer = self.backend.transformer
+        if name is None:
+            if self.adapters:
+                transformer.disable_adapters()
+        else:
+            if name not in self.adapters:
+                raise ValueError(f"adapter '{name}' not found; loaded adapters: {self.adapters}")
+            transformer.enable_adapters()
+            transformer.set_adapter(name)
+        set_trainable(transformer, self.adapter_name if self.lora is not None else None)
+        self._active_adapter = name
+
     # --- forward ----------------------------------------------------------------------------------------------
     def encode_condition(self, lq: Tensor | None, batch_size: int, cond_features: Tensor | None = None) -> Tensor:
         """Condition tokens at the backbone's text width: (B, L, text_dim). ``cond_features`` (B, L, D_feat)
-        (e.g. from a :class:`~models.conditions.cache.FeatureCache`) replaces running the condition encoder."""
+        (e.g. read from the feature cache by the data pipeline) replaces running the condition encoder."""
         feats = cond_features if cond_features is not None else self.condition(lq, batch_size)
         return self.mlp(feats) if self.mlp is not None else feats.float()
 
@@ -214,7 +242,7 @@ class OneStepDiTGenerator(nn.Module):
 
     # --- export / import --------------------------------------------------------------------------------------
     @staticmethod
-    def export_paths(path: str | Path) -> tuple[Path, Path]:
+    def export_paths(path: str | os.PathLike) -> tuple[Path, Path]:
         """(LoRA file, MLP file) of an export: a directory holds ``pytorch_lora_weights.safetensors`` and
         ``adapter_mlp.safetensors``; a path ending in ``.safetensors`` is the LoRA file, the MLP sits next to it
         as ``<stem>_mlp.safetensors``."""
@@ -223,7 +251,7 @@ class OneStepDiTGenerator(nn.Module):
             return p, p.with_name(f"{p.stem}_mlp.safetensors")
         return p / LORA_WEIGHT_NAME, p / MLP_WEIGHT_NAME
 
-    def export_adapter(self, path: str | Path) -> list[Path]:
+    def export_adapter(self, path: str | os.PathLike) -> list[Path]:
         """Write the LoRA (diffusers/peft format) and the adaptive MLP (plain state dict) as safetensors."""
         from safetensors.torch import save_file
 
@@ -241,9 +269,10 @@ class OneStepDiTGenerator(nn.Module):
             raise ValueError("nothing to export: the generator has neither a LoRA adapter nor an adaptive MLP")
         return written
 
-    def load_adapter(self, path: str | Path, name: str | None = None, trainable: bool = False) -> None:
+    def load_adapter(self, path: str | os.PathLike, name: str | None = None, trainable: bool = False) -> None:
         """Load an export of :meth:`export_adapter`. The LoRA goes into adapter ``name`` (default
-        ``adapter_name``): into the existing adapter's weights if it exists, else as a new active adapter."""
+        ``adapter_name``): into the existing adapter's weights if it exists, else as a new adapter that becomes
+        the active one."""
         from peft.utils import set_peft_model_state_dict
         from safetensors.torch import load_file
 
@@ -259,6 +288,7 @@ class OneStepDiTGenerator(nn.Module):
                     p.requires_grad_(trainable)
             else:
                 load_lora_file(transformer, lora_file, name, trainable=trainable)
+                self._active_adapter = name
         elif self.lora is not None:
             raise FileNotFoundError(f"no LoRA file at {lora_file}")
         if self.mlp is not None:

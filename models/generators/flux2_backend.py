@@ -1,4 +1,4 @@
-"""FLUX.2 [klein] backbone for the one-step DiT generator (StrSR, paper sec. 3.1-3.2; reference.md sec. 2).
+"""FLUX.2 [klein] backbone for the one-step DiT generator (StrSR, paper sec. 3.1-3.2).
 
 Latent pipeline (facts read from diffusers' ``pipeline_flux2_klein.py``; the code below is our own):
 
@@ -33,7 +33,8 @@ __all__ = [
     "text_position_ids",
 ]
 
-# StrSR released code (reference.md sec. 2): suffixes resolved to Linear layers only ("to_out" matches the single
+# The LoRA targets of the released StrSR code (jkwang28/StrSR, matched by suffix as its
+# ``HYPIR/trainer/flux_vlm.py`` does), resolved to Linear layers only ("to_out" matches the single
 # blocks' Linear, "to_out.0" the double blocks' ModuleList entry).
 FLUX2_LORA_TARGETS: tuple[str, ...] = (
     "to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "to_out",

@@ -1,6 +1,6 @@
 """Fixed prompt embedding for the one-step SD generator, computed once (TUDSR: the empty prompt).
 
-Reference: ``shared/notes/reference.md`` section 1 ("Prompt c: fixed empty-prompt embedding (precompute once)").
+TUDSR conditions its UNet on a fixed prompt embedding c (paper eq. 2), the empty prompt, so it is computed once.
 The text encoder is loaded, run once and dropped; only the (1, L, D) tensor is kept (optionally cached on disk).
 """
 

@@ -1,6 +1,6 @@
 """TUDSR one-step generator: SD2.1-base VAE + UNet with named LoRA adapters (plain torch).
 
-Reference: TUDSR eq. (2) and Fig. 2; ``shared/notes/reference.md`` sections 1 and 6.
+Reference: TUDSR eq. (2) and Fig. 2.
 """
 
 from __future__ import annotations
@@ -163,9 +163,12 @@ class OneStepSDGenerator(nn.Module):
             self.adapter_name = name
         self.set_adapter(name)
 
-    def load_adapter(self, path: str | os.PathLike, name: str, trainable: bool = False) -> None:
-        """Load an exported adapter file (or a directory holding ``pytorch_lora_weights.safetensors``) as ``name``;
-        it becomes active, and frozen unless ``trainable``."""
+    def load_adapter(self, path: str | os.PathLike, name: str | None = None, trainable: bool = False) -> None:
+        """Load an exported adapter file (or a directory holding ``pytorch_lora_weights.safetensors``) as ``name``
+        (default: :attr:`adapter_name`); it becomes active, and frozen unless ``trainable``."""
+        name = name or self.adapter_name
+        if name is None:
+            raise ValueError("load_adapter needs a name: this generator has no trained adapter to default to")
         lora_lib.load_adapter(self.unet, path, name, trainable=trainable)
         if trainable:
             self.adapter_name = name

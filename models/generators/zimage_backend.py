@@ -1,4 +1,4 @@
-"""Z-Image(-Turbo) backbone for the one-step DiT generator (StrSR, paper sec. 3.1-3.2; reference.md sec. 2).
+"""Z-Image(-Turbo) backbone for the one-step DiT generator (StrSR, paper sec. 3.1-3.2).
 
 Facts read from diffusers' ``pipeline_z_image_img2img.py`` (the code below is our own):
 
@@ -21,7 +21,7 @@ from models.pretrained import Source
 
 __all__ = ["ZImageBackend", "ZIMAGE_LORA_TARGETS"]
 
-# StrSR released code (reference.md sec. 2), resolved to Linear layers by suffix.
+# The LoRA targets of the released StrSR code (jkwang28/StrSR), resolved to Linear layers by suffix.
 ZIMAGE_LORA_TARGETS: tuple[str, ...] = (
     "to_q", "to_k", "to_v", "to_out.0", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3",
 )

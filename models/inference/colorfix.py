@@ -1,7 +1,7 @@
 """Colour correction of a super-resolved image against its (upsampled) low-quality input.
 
 One-step SD super-resolvers drift in colour (the VAE and the UNet shift channel statistics); peers fix it after
-decoding (reference notes section 1, Inference: "Colour fix (AdaIN or wavelet) after decoding is common").
+decoding (StableSR, IceClear/StableSR ``scripts/wavelet_color_fix.py``, and the one-step SR models built on it).
 
 - AdaIN: match each channel's spatial mean and standard deviation of ``sr`` to those of ``ref``.
 - Wavelet: split both images into a high-frequency part (sum of the details of an a-trous / stationary wavelet

@@ -6,9 +6,10 @@ overlapping tiles and blends the outputs with normalised weights:
     out(p) = sum_k w_k(p) * fn(x_k)(p) / sum_k w_k(p)
 
 so every output pixel is a convex combination of the tile outputs that cover it (no seams, no brightness
-change where tiles overlap). Reference: /work/shared/notes/reference.md section 1 (Inference): latent tiles 64
-with overlap 32 and Gaussian weights (the MultiDiffusion / StableSR / OSEDiff pattern), pixel tiles with a linear
-feather (StrSR). An input that fits in one tile is passed through ``fn`` unchanged (bit-identical to untiled).
+change where tiles overlap). Latent tiles of 64 with overlap 32 and Gaussian weights follow Mixture of Diffusers
+(albarji/mixture-of-diffusers), as the one-step SD super-resolvers tile; pixel tiles with a linear feather follow
+StrSR's inference (jkwang28/StrSR ``test_flux.py``). An input that fits in one tile is passed through ``fn``
+unchanged (bit-identical to untiled).
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ with ``set_adapter`` (no second backbone). Each G pass works on any size:
     reflect-pad to a multiple of (VAE factor * UNet factor) -> tiled VAE encode -> one-step denoise (paper eq. 2)
     on overlapping latent tiles with Gaussian blending -> tiled VAE decode -> crop -> optional colour fix
 
-Reference: /work/shared/notes/reference.md section 1 (Inference).
+Gaussian tile weights as in Mixture of Diffusers (albarji/mixture-of-diffusers); the AdaIN / wavelet colour fix as
+in StableSR (IceClear/StableSR ``scripts/wavelet_color_fix.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..pretrained import resolve_dtype
 from .colorfix import ColorFix
 from .tiling import pad_to_multiple, tiled_apply
 from .vae_tiling import tiled_decode, tiled_encode, vae_downscale_factor
@@ -53,8 +55,8 @@ class TUDSRPipeline(nn.Module):
         color_fix: ``"none" | "adain" | "wavelet"``, applied after each pass against that pass's upsampled input
             (after stage 1 only when ``color_fix_stage1``).
         upsample1, upsample2: ``F.interpolate`` modes of the two upsamplings (paper: bicubic, bilinear).
-        dtype: autocast dtype for the networks (e.g. ``torch.bfloat16``); ``None`` runs in the weights' dtype.
-            Tile blending and the colour fix always run in float32.
+        dtype: autocast dtype for the networks (``"bf16"`` / ``torch.bfloat16`` on GPUs); ``None`` runs in the
+            weights' dtype. Tile blending and the colour fix always run in float32.
 
     ``forward`` expects to be called under ``torch.inference_mode()`` (or ``no_grad``) by the caller. It and
     :meth:`run_stage` run the generator in eval (posterior mode, no LoRA dropout) and afterwards restore the
@@ -78,7 +80,7 @@ class TUDSRPipeline(nn.Module):
         color_fix_stage1: bool = True,
         upsample1: str = "bicubic",
         upsample2: str = "bilinear",
-        dtype: torch.dtype | None = None,
+        dtype: str | torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if m < 1 or n < 1:
@@ -96,7 +98,7 @@ class TUDSRPipeline(nn.Module):
         self.color_fix = ColorFix(color_fix)
         self.color_fix_stage1 = color_fix_stage1
         self.upsample1, self.upsample2 = upsample1, upsample2
-        self.dtype = dtype
+        self.dtype = resolve_dtype(dtype) if dtype is not None else None
 
     @property
     def scale(self) -> int:

@@ -12,7 +12,6 @@ bounds the peak to one tile's:
 Each tile normalises with its own GroupNorm statistics, so tiles can differ slightly in tone; the feather spreads
 the difference over the overlap (no hard seam). When the image fits in one tile the result equals the untiled call
 exactly. ``f`` is the VAE downscale factor ``2 ** (len(vae.config.block_out_channels) - 1)``.
-Reference: /work/shared/notes/reference.md section 1 (Inference).
 """
 
 from __future__ import annotations

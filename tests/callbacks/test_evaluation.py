@@ -18,28 +18,29 @@ from evaluation import quantize_8bit
 
 
 class _Images(Dataset):
-    """Fixed (lq, sr, gt) triples; the "model" returns ``sr`` as its output."""
+    """Fixed (lq, sr, gt) triples; the "model" returns ``sr`` as its output. Items name their set and scale when
+    given (as the SRDataModule's evaluation sets do)."""
 
-    def __init__(self, n: int, size: int, seed: int, paired: bool) -> None:
+    def __init__(self, n: int, size: int, seed: int, paired: bool, name: str | None = None,
+                 scale: int | None = None) -> None:
         g = torch.Generator().manual_seed(seed)
         self.gt = torch.rand(n, 3, size, size, generator=g)
         self.sr = (self.gt + 0.1 * torch.randn(self.gt.shape, generator=g)).clamp(0, 1)
-        self.seed, self.paired = seed, paired
+        self.seed, self.paired, self.name, self.scale = seed, paired, name, scale
 
     def __len__(self) -> int:
         return self.gt.shape[0]
 
     def __getitem__(self, i: int) -> dict:
         item = {"lq": self.sr[i, :, ::2, ::2], "sr": self.sr[i], "name": f"img{self.seed}_{i}.png"}
+        item |= {} if self.name is None else {"set": self.name, "scale": self.scale}
         return {**item, "gt": self.gt[i]} if self.paired else item
 
 
 class _Data(L.LightningDataModule):
-    eval_set_names = ["paired", "lq_only"]
-    eval_set_scales = [2, 4]
-
     def _loaders(self) -> list[DataLoader]:
-        return [DataLoader(_Images(5, 24, 0, True), batch_size=2), DataLoader(_Images(2, 24, 1, False), batch_size=2)]
+        return [DataLoader(_Images(5, 24, 0, True, "paired", 2), batch_size=2),
+                DataLoader(_Images(2, 24, 1, False, "lq_only", 4), batch_size=2)]
 
     def test_dataloader(self) -> list[DataLoader]:
         return self._loaders()

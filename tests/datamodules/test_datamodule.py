@@ -137,3 +137,23 @@ def test_tiny_trainer_loop_degrades_only_training_batches() -> None:
     trainer.fit(model, datamodule=dm)
     assert model.train_shapes == [(2, 3, 8, 8), (2, 3, 8, 8)]
     assert model.val_batches == [(0, (1, 3, 64, 64), False), (0, (1, 3, 64, 64), False)]
+
+
+def test_eval_and_predict_items_carry_their_scale(tmp_path: Path) -> None:
+    for i in range(2):
+        _save(tmp_path / "lq" / f"{i}.png", 4, 5)
+        _save(tmp_path / "gt" / f"{i}.png", 8, 10)
+    val = [EvalSet("paired_x2", str(tmp_path / "lq"), str(tmp_path / "gt"), scale=2),
+           EvalSet("lq_x8", str(tmp_path / "lq"), scale=8), EvalSet("demo_x4", demo=True, max_images=1)]
+    dm = SRDataModule(val_sets=val, predict_dir=str(tmp_path / "lq"), num_workers=0)
+    dm.setup("validate")
+    batches = [next(iter(loader)) for loader in dm.val_dataloader()]
+    assert [b["scale"].tolist() for b in batches] == [[2], [8], [4]]  # each set's own scale, collated per batch
+    assert [b["set"] for b in batches] == [["paired_x2"], ["lq_x8"], ["demo_x4"]]
+    dm.setup("predict")
+    assert "scale" not in next(iter(dm.predict_dataloader()))  # predict_scale: null -> the module's native scale
+    dm = SRDataModule(predict_dir=str(tmp_path / "lq"), num_workers=0, predict_scale=3)
+    dm.setup("predict")
+    assert next(iter(dm.predict_dataloader()))["scale"].tolist() == [3]
+    with pytest.raises(DataError, match="predict_scale"):
+        SRDataModule(predict_scale=0)

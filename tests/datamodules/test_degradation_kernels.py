@@ -1,4 +1,5 @@
-"""Blur kernels against hand-written formulas and scipy (reference.md section 5)."""
+"""Blur kernels of the Real-ESRGAN degradation (Wang et al., ICCVW 2021; XPixelGroup/BasicSR
+``basicsr/data/degradations.py``) against hand-written formulas and scipy."""
 
 import math
 

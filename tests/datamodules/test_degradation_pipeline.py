@@ -164,10 +164,11 @@ def test_pool_in_the_pipeline(crops: torch.Tensor) -> None:
 
 def test_config_overrides_from_yaml_lists() -> None:
     deg = RealESRGANDegradation(preset="light", overrides={"noise_range": [1, 5], "jpeg_range2": [70, 90]})
-    assert deg.config.noise_range == (1, 5) and deg.config.jpeg_range2 == (70, 90)
-    assert deg.config.second_blur_prob == 0.5 and deg.config.usm_input is False
+    assert deg.config.stage1.noise_range == (1, 5) and deg.config.stage2.jpeg_range == (70, 90)
+    assert deg.config.stage2.blur_prob == 0.5 and deg.config.usm_input is False
     full = DegradationConfig.preset()
-    assert full.resize_range == (0.15, 1.5) and full.jpeg_range == (30.0, 95.0) and full.final_sinc_prob == 0.8
+    assert full.stage1.resize_range == (0.15, 1.5) and full.stage1.jpeg_range == (30.0, 95.0)
+    assert full.final_sinc_prob == 0.8
 
 
 def test_error_messages() -> None:

@@ -14,7 +14,6 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from safetensors.torch import load_file
 
@@ -23,21 +22,20 @@ from datamodules import SRDataModule
 from datamodules.degradation import RealESRGANDegradation
 from lightning_modules.dit_distill import DiTDistillModule
 from losses.adversarial import RaGAN
-from losses.fdl import FDL
-from losses.lpips import LPIPS
 from losses.pixel import L1
 from losses.r1 import ApproxR1
 from losses.weighted import WeightedLoss
+from datamodules.precompute import precompute
 from models.conditions import VLMCondition
-from models.conditions.precompute import precompute
 from models.discriminators.multilevel import CLIPConvNeXtDiscriminator
 from models.generators.dit_onestep import OneStepDiTGenerator
 from models.generators.flux2_backend import Flux2Backend
 from models.lora import LoraConfig
 from models.pretrained import Source
+from onestep_sr.config import load_config
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo" / "strsr_flux2.yaml"
-CONFIG = yaml.safe_load(DEMO.read_text())
+CONFIG = load_config(DEMO)  # the composed demo config, as the CLI resolves it
 GEN = CONFIG["model"]["init_args"]["generator"]["init_args"]
 VLM_ARGS = GEN["condition"]["init_args"]
 BACKEND = GEN["backend"]["init_args"]
@@ -48,10 +46,11 @@ MAX_STEPS = 8
 
 
 @pytest.fixture(scope="module")
-def losses() -> dict[str, torch.nn.Module]:
-    """Frozen random-VGG perceptual terms, shared by every module of this file (they own no trainable state)."""
+def losses(narrow_perceptual: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
+    """Frozen narrow random-VGG perceptual terms (the session's, see conftest), shared by every module of this file
+    (they own no trainable state)."""
     torch.manual_seed(0)
-    return {"l1": L1(), "lpips": LPIPS(vgg=Source(config={})), "fdl": FDL(vgg=Source(config={}), num_projections=16)}
+    return {"l1": L1(), **narrow_perceptual}
 
 
 def vlm_condition() -> VLMCondition:
@@ -73,9 +72,10 @@ def build_module(losses: dict[str, torch.nn.Module], condition: VLMCondition | N
                             optimizer_d=lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01), **kwargs)
 
 
-def datamodule() -> SRDataModule:
+def datamodule(**kwargs: Any) -> SRDataModule:
     return SRDataModule(train_dirs=None, crop_size=96, batch_size=1, num_workers=0, epoch_length=16,
-                        degradation=RealESRGANDegradation(preset="light", scale=4, resize_back=True, sharpen_gt=True))
+                        degradation=RealESRGANDegradation(preset="light", scale=4, resize_back=True, sharpen_gt=True),
+                        **kwargs)
 
 
 def trainer(max_steps: int, callbacks: list[L.Callback]) -> L.Trainer:
@@ -212,31 +212,48 @@ def test_cached_features_replace_the_vlm(losses, tmp_path, monkeypatch) -> None:
     config = {**CONFIG, "data": {**CONFIG["data"]}}
     cache, written = precompute(config, str(tmp_path / "cache"), dtype="fp32")
     assert written > 0
-    module = build_module(losses, fdl_start=10**6, feature_cache=str(tmp_path / "cache"))
+    module = build_module(losses, fdl_start=10**6)
     mlp_before = state(module.generator.mlp)
 
     def no_vlm(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the VLM ran although features are cached")
 
     monkeypatch.setattr(VLMCondition, "forward", no_vlm)
+    paths: list[list[str]] = []  # of each training batch
+    seen: list[tuple[list[str], torch.Tensor]] = []  # (batch paths, features the generator was given)
+    encode = module.generator.encode_condition
+
+    def spy(lq: Any, batch_size: int, cond_features: torch.Tensor | None = None) -> torch.Tensor:
+        seen.append((list(paths[-1]), cond_features))
+        return encode(lq, batch_size, cond_features)
+
+    monkeypatch.setattr(module.generator, "encode_condition", spy)
+
+    class Paths(L.Callback):
+        def on_train_batch_start(self, trainer: L.Trainer, module: Any, batch: Any, batch_idx: int) -> None:
+            paths.append(batch["path"])
+
     recorder = Recorder()
-    trainer(2, [recorder]).fit(module, datamodule=datamodule())
+    trainer(2, [recorder, Paths()]).fit(module, datamodule=datamodule(feature_cache=str(tmp_path / "cache")))
     assert [w for _, _, w in recorder.steps] == ["g", "d"]
     assert any(not torch.equal(mlp_before[k], v) for k, v in module.generator.mlp.state_dict().items())
     # the features of a batch are the cached ones, on the module's device
-    ids = ["skimage.data/astronaut", "skimage.data/coffee"]
-    expected = torch.stack([cache.load(i) for i in ids])
-    assert torch.equal(module.cached_features(ids), expected)
-    with pytest.raises(KeyError, match=r"'/data/unseen\.png'.*python -m models\.conditions\.precompute"):
-        module.cached_features(["/data/unseen.png"])
+    assert len(seen) == 2
+    for ids, features in seen:
+        expected = torch.stack([cache.load(i) for i in ids])
+        assert features.device == module.device and torch.equal(features, expected)
+    with pytest.raises(KeyError, match=r"'/data/unseen\.png'.*python -m datamodules\.precompute"):
+        cache.load("/data/unseen.png")
 
 
 def test_cache_only_condition_needs_no_vlm(losses, tmp_path) -> None:
-    module = build_module(losses, condition=VLMCondition(None, feature_dim=24), feature_cache=str(tmp_path / "none"))
+    module = build_module(losses, condition=VLMCondition(None, feature_dim=24))
     assert module.generator.condition.vlm is None and module.generator.mlp.in_dim == 24
     sr = module.generator(torch.rand(1, 3, 32, 32), None, cond_features=torch.randn(1, 5, 24))  # (1, 3, 32, 32)
     assert sr.shape == (1, 3, 32, 32) and 0 <= sr.min() and sr.max() <= 1
-    with pytest.raises(FileNotFoundError, match="models.conditions.precompute"):
-        module.cached_features(["skimage.data/astronaut"])
+    with pytest.raises(FileNotFoundError, match="datamodules.precompute"):
+        datamodule(feature_cache=str(tmp_path / "none")).setup("fit")
+    with pytest.raises(ValueError, match="width 7 but the generator's condition expects 24"):
+        module.cond_features({"cond_features": torch.randn(1, 5, 7)})
     with pytest.raises(RuntimeError, match="cache-only"):
         module.infer(torch.rand(1, 3, 8, 8), 4)

@@ -13,7 +13,6 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -31,9 +30,10 @@ from models.discriminators.multilevel import DINOv3Discriminator
 from models.generators.sd_onestep import OneStepSDGenerator
 from models.lora import LoraConfig
 from models.pretrained import Source
+from onestep_sr.config import load_config
 
 # The tiny architectures of configs/demo/stage1.yaml (VAE factor 4, UNet x2: pixel multiple 8; DINOv3 patch 8).
-_DEMO = yaml.safe_load((Path(__file__).parents[2] / "configs/demo/stage1.yaml").read_text())["model"]["init_args"]
+_DEMO = load_config(Path(__file__).parents[2] / "configs/demo/stage1.yaml")["model"]["init_args"]
 _GEN = _DEMO["generator"]["init_args"]
 VAE, UNET, SCHEDULER = _GEN["vae"]["config"], _GEN["unet"]["config"], _GEN["scheduler"]["config"]
 DINO, TARGETS = _DEMO["discriminator"]["init_args"]["backbone"]["config"], _GEN["lora"]["target_modules"]
@@ -42,10 +42,10 @@ LOSS_WEIGHTS = {"ea_dists": 5.0, "mae": 0.5}
 
 
 @pytest.fixture(scope="module")
-def dists() -> DISTS:
-    """Full VGG16 trunk with random weights (frozen, stateless in training: shared by every module here)."""
+def dists(narrow_dists: DISTS) -> DISTS:
+    """Narrow random VGG16 trunk (frozen, stateless in training: the session's, see conftest)."""
     torch.manual_seed(0)
-    return DISTS(vgg=Source(config={}))
+    return narrow_dists
 
 
 def build_module(dists: DISTS, seed: int = 0, **kwargs: Any) -> Stage1Module:

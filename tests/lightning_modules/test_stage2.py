@@ -12,7 +12,6 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-import yaml
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
@@ -28,9 +27,10 @@ from models.discriminators.multilevel import DINOv3Discriminator
 from models.generators.sd_onestep import OneStepSDGenerator
 from models.lora import LoraConfig
 from models.pretrained import MissingWeightsError, Source
+from onestep_sr.config import load_config
 
 # The tiny architectures of configs/demo/stage2.yaml.
-_DEMO = yaml.safe_load((Path(__file__).parents[2] / "configs/demo/stage2.yaml").read_text())["model"]["init_args"]
+_DEMO = load_config(Path(__file__).parents[2] / "configs/demo/stage2.yaml")["model"]["init_args"]
 _GEN = _DEMO["generator"]["init_args"]
 VAE, UNET, SCHEDULER = _GEN["vae"]["config"], _GEN["unet"]["config"], _GEN["scheduler"]["config"]
 DINO, TARGETS = _DEMO["discriminator"]["init_args"]["backbone"]["config"], _GEN["lora"]["target_modules"]
@@ -40,9 +40,10 @@ CHUNKS = (CROP // R) ** 2  # N^2 = 4
 
 
 @pytest.fixture(scope="module")
-def dists() -> DISTS:
+def dists(narrow_dists: DISTS) -> DISTS:
+    """Narrow random VGG16 trunk (frozen, stateless in training: the session's, see conftest)."""
     torch.manual_seed(0)
-    return DISTS(vgg=Source(config={}))
+    return narrow_dists
 
 
 def build_generator(adapter: str, timestep: int, latent_mode: str = "sample") -> OneStepSDGenerator:
@@ -216,6 +217,21 @@ def test_accumulated_chunks_equal_one_graph(dists: DISTS, stage1: SimpleNamespac
         flat_got, flat_want = torch.cat([g.flatten() for g in got]), torch.cat([w.flatten() for w in want])
         assert flat_want.abs().max() > 0
         torch.testing.assert_close(flat_got, flat_want, rtol=1e-4, atol=1e-6 * float(flat_want.abs().max()))
+
+
+def test_chunk_grid_order_and_content() -> None:
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    chunks = list(chunk_grid(x, 2))
+    assert [(r, c) for r, c, _ in chunks] == [(0, 0), (0, 1), (1, 0), (1, 1)]  # left to right, top to bottom
+    assert torch.equal(chunks[1][2], torch.tensor([[[[2.0, 3.0], [6.0, 7.0]]]]))
+    top = torch.cat([chunks[0][2], chunks[1][2]], -1)
+    bottom = torch.cat([chunks[2][2], chunks[3][2]], -1)
+    assert torch.equal(torch.cat([top, bottom], -2), x)
+
+
+def test_chunk_grid_not_divisible_is_clear() -> None:
+    with pytest.raises(ValueError, match="not divisible by the chunk size R=4"):
+        list(chunk_grid(torch.zeros(1, 3, 6, 8), 4))
 
 
 def test_chunk_size_must_divide_the_crop(dists: DISTS, stage1: SimpleNamespace) -> None:

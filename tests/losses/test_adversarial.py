@@ -100,3 +100,20 @@ def test_ragan_vector_and_map_levels_summed() -> None:
     with pytest.raises(ValueError):
         loss.discriminator_loss(real[:1], fake)
     assert sum(p.requires_grad for p in loss.parameters()) == 0
+
+
+def test_ragan_discriminator_loss_ignores_a_shift_of_one_levels_logits() -> None:
+    """RaGAN compares a level's real and fake logits by their difference, so adding one constant to both (the bias of
+    that level's last layer) changes nothing: that bias gets no gradient from the discriminator loss."""
+    torch.manual_seed(0)
+    real = [torch.randn(2, 1, 3, 3), torch.randn(2, 1)]
+    fake = [torch.randn(2, 1, 3, 3), torch.randn(2, 1)]
+    shift = torch.tensor(0.7, requires_grad=True)
+    loss = RaGAN()
+    base = loss.discriminator_loss(real, fake)
+    shifted = loss.discriminator_loss([real[0] + shift, real[1]], [fake[0] + shift, fake[1]])
+    assert shifted.item() == pytest.approx(base.item(), rel=1e-6)
+    (grad,) = torch.autograd.grad(shifted, shift)
+    assert abs(grad.item()) < 1e-6
+    moved = loss.discriminator_loss([real[0] + 0.7, real[1]], fake)  # shifting the reals alone does change it
+    assert abs(moved.item() - base.item()) > 1e-3

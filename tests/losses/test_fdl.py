@@ -1,4 +1,7 @@
-"""FDL (Ni et al. 2024): sliced Wasserstein by hand, shift behaviour, projections from the seed."""
+"""FDL (Ni et al. 2024): sliced Wasserstein by hand, shift behaviour, projections from the seed.
+
+The module is built on a narrow random VGG19 (``width`` 1/8): the loss code is the same at any width, and the real
+trunk's layout is checked in ``test_vgg.py``."""
 
 from __future__ import annotations
 
@@ -10,10 +13,14 @@ from losses.fdl import FDL, FDL_CHANNELS, sliced_wasserstein
 from models.pretrained import Source
 
 
+NARROW = {"width": 0.125}
+CHANNELS = (8, 16, 32, 64, 64)  # FDL_CHANNELS / 8
+
+
 @pytest.fixture(scope="module")
 def fdl() -> FDL:
     torch.manual_seed(0)
-    return FDL(Source(config={}), num_projections=8, seed=3)
+    return FDL(Source(config=NARROW), num_projections=8, seed=3)
 
 
 def test_sliced_wasserstein_hand_computation() -> None:
@@ -51,7 +58,7 @@ def test_identical_zero_shifted_positive_and_gradient(fdl) -> None:
 
 def test_amplitude_ignores_circular_shift_of_features(fdl) -> None:
     torch.manual_seed(3)
-    f = torch.rand(2, FDL_CHANNELS[1], 12, 12)
+    f = torch.rand(2, CHANNELS[1], 12, 12)
     g = torch.roll(f, shifts=(4, 7), dims=(2, 3))
     amplitude, phase = fdl.layer_distance(f, g, 1)
     reference, _ = fdl.layer_distance(f, torch.rand_like(f), 1)
@@ -61,17 +68,18 @@ def test_amplitude_ignores_circular_shift_of_features(fdl) -> None:
 
 def test_projections_regenerate_from_seed_and_stay_out_of_state_dict(fdl) -> None:
     assert not any(k.startswith("proj_") for k in fdl.state_dict())
-    fresh = FDL.make_projections(8, 5, seed=3)
-    for i, c in enumerate(FDL_CHANNELS):
+    assert [p.shape[1] for p in FDL.make_projections(8, 5, seed=3)] == list(FDL_CHANNELS)  # real trunk's default
+    fresh = FDL.make_projections(8, 5, seed=3, channels=CHANNELS)
+    for i, c in enumerate(CHANNELS):
         proj = fdl.projections(i)
         assert proj.shape == (8, c, 5, 5)
         torch.testing.assert_close(proj.flatten(1).norm(dim=1), torch.ones(8))
         assert torch.equal(proj, fresh[i])
-    other = FDL.make_projections(8, 5, seed=4)
+    other = FDL.make_projections(8, 5, seed=4, channels=CHANNELS)
     assert not torch.equal(other[0], fresh[0])
     # a restored module: same projections from the seed, state dict loads strictly without them
     torch.manual_seed(123)
-    restored = FDL(Source(config={}), num_projections=8, seed=3)
+    restored = FDL(Source(config=NARROW), num_projections=8, seed=3)
     restored.load_state_dict(fdl.state_dict(), strict=True)
     for i in range(len(FDL_CHANNELS)):
         assert torch.equal(restored.projections(i), fdl.projections(i))

@@ -1,4 +1,5 @@
-"""BlurPool filter/padding and the spectral-norm discriminator heads (reference notes section 1, Discriminator)."""
+"""BlurPool filter/padding and the spectral-norm discriminator heads (TUDSR paper 3.5; head layout of
+nupurkmr9/vision-aided-gan ``vision_aided_loss/cv_discriminator.py``)."""
 
 import pytest
 import torch
@@ -68,9 +69,10 @@ def _spectral_layers(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-@pytest.mark.parametrize("head", [ConvHead(8, width=16), VectorHead(24, width=16)], ids=["conv", "vector"])
-def test_spectral_norm_applied_and_sigma_one(head: nn.Module) -> None:
-    torch.manual_seed(0)
+@pytest.mark.parametrize(("cls", "channels"), [(ConvHead, 8), (VectorHead, 24)], ids=["conv", "vector"])
+def test_spectral_norm_applied_and_sigma_one(cls: type[nn.Module], channels: int) -> None:
+    torch.manual_seed(0)  # built here, not at collection: its random init must not depend on what was collected first
+    head = cls(channels, width=16)
     layers = _spectral_layers(head)
     assert len(layers) == 2
     for layer in layers:

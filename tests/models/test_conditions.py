@@ -1,11 +1,11 @@
-"""Condition encoders: adaptive MLP, fixed text embedding, Qwen3-VL features of the raw LR, feature cache."""
+"""Condition encoders: adaptive MLP, fixed text embedding, Qwen3-VL features of the raw LR."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from models.conditions import AdaptiveMLP, FeatureCache, TextEmbeddingCondition, VLMCondition, bicubic_lr
+from models.conditions import AdaptiveMLP, TextEmbeddingCondition, VLMCondition
 from models.conditions.vlm import qwen_vl_patchify, smart_resize
 from models.pretrained import Source
 
@@ -115,26 +115,6 @@ def test_vlm_is_frozen_and_eval(vlm: VLMCondition) -> None:
     assert cached_only.feature_dim == 2560 and cached_only.needs_adapter
     with pytest.raises(RuntimeError):
         cached_only(torch.rand(1, 3, 32, 32), 1)
-
-
-def test_feature_cache_round_trip(tmp_path, vlm: VLMCondition) -> None:
-    cache = FeatureCache(str(tmp_path), tag="bicubic-x4|tiny", dtype="fp32")
-    hq = torch.rand(3, 3, 64, 64)
-    items = [(f"/data/img{i}.png", hq[i]) for i in range(3)]
-    assert cache.precompute(vlm, items) == 3
-    assert cache.precompute(vlm, items) == 0  # present entries are skipped
-    batch = cache.load_batch(["/data/img0.png", "/data/img2.png"])
-    ref = vlm(bicubic_lr(hq[[0, 2]]), 2)
-    torch.testing.assert_close(batch, ref)
-    assert bicubic_lr(hq).shape == (3, 3, 16, 16)
-    other = FeatureCache(str(tmp_path), tag="realesrgan-seed0|tiny")
-    assert other.key("/data/img0.png") != cache.key("/data/img0.png")
-    with pytest.raises(KeyError):
-        other.load("/data/img0.png")
-    bf16 = FeatureCache(str(tmp_path / "b"), tag="t")
-    bf16.save("a", ref[0])
-    assert bf16.load("a").dtype == torch.bfloat16
-
 
 
 @pytest.fixture(scope="module")

@@ -206,3 +206,38 @@ def test_bf16_base_with_fp32_lora_trains_only_adapter(kind: str) -> None:
     out.mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable.values())
     assert all(p.grad is None for n, p in g.named_parameters() if n not in trainable)
+
+
+def test_named_adapters_switch_like_the_sd_generator(tmp_path) -> None:
+    """A second adapter loaded under another name becomes active; set_adapter switches between the two (and to the
+    bare transformer); the trained adapter stays the only LoRA that requires grad."""
+    torch.manual_seed(0)
+    cond = TextEmbeddingCondition(dim=32, length=3)
+    g = OneStepDiTGenerator(flux2_backend(), cond, lora=LoraConfig(rank=4, alpha=4), sample_latents=False).eval()
+    assert g.active_adapter == "strsr" and g.adapters == ["strsr"]
+    with torch.no_grad():
+        for _, p in g.trainable_named_parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    lq_up, _ = _inputs(1, 4, 4, seed=8)
+    with torch.no_grad():
+        trained = g(lq_up)
+    g.export_adapter(tmp_path / "a.safetensors")
+    with torch.no_grad():
+        for _, p in g.trainable_named_parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # the trained adapter moves on; the file keeps the old weights
+    g.load_adapter(tmp_path / "a.safetensors", "frozen")
+    assert g.active_adapter == "frozen" and g.adapters == ["strsr", "frozen"]
+    with torch.no_grad():
+        torch.testing.assert_close(g(lq_up), trained, rtol=1e-5, atol=1e-6)  # the loaded copy runs
+        g.set_adapter("strsr")
+        moved = g(lq_up)
+        g.set_adapter(None)
+        bare = g(lq_up)
+    assert g.active_adapter is None
+    assert not torch.allclose(moved, trained, atol=1e-4) and not torch.allclose(bare, moved, atol=1e-4)
+    requires_grad = {n for n, p in g.backend.transformer.named_parameters() if p.requires_grad}
+    assert requires_grad == {n.removeprefix("backend.transformer.") for n, _ in g.trainable_named_parameters()
+                             if n.startswith("backend.transformer.")}
+    assert all(".strsr." in n for n in requires_grad)
+    with pytest.raises(ValueError, match="adapter 'nope' not found"):
+        g.set_adapter("nope")

@@ -1,13 +1,13 @@
-"""Precompute the VLM condition features of every training image into a :class:`FeatureCache` (issue 5, item 2).
+"""Precompute the VLM condition features of every training image into a :class:`FeatureCache`.
 
-    python -m models.conditions.precompute --config configs/demo/strsr_flux2.yaml --out CACHE_DIR [--limit N]
+    python -m datamodules.precompute --config configs/demo/strsr_flux2.yaml --out CACHE_DIR [--limit N]
 
 Only the config's ``model.init_args.generator.init_args.condition`` section is instantiated (the VLM; no DiT, VAE,
 discriminator or loss is built) and the training images of its ``data`` section are listed exactly as
 ``HQImageDataset`` lists them (so the keys are the ``batch["path"]`` strings the training step sees; the bundled
 photos when ``train_dirs`` is null).
 
-What one entry describes (the compromise documented in :mod:`models.conditions.cache`): one fixed LR view per
+What one entry describes (the compromise documented in :mod:`datamodules.feature_cache`): one fixed LR view per
 image, ``bicubic_lr`` (x ``scale``, clean) of
 
 - ``--view center`` (default): the centre ``data.crop_size`` crop. StrSR trains on 1024 *centre* crops, for which
@@ -15,8 +15,9 @@ image, ``bicubic_lr`` (x ``scale``, clean) of
   with it the features describe the centre of the image, not the exact crop being restored;
 - ``--view full``: the whole image (content of the whole photo; the VLM resizes within its pixel limits).
 
-A manifest ``cache.json`` (tag, feature width, view, ...) is written next to the entries; training opens the cache
-with :func:`open_cache`, which takes the tag from it, so precompute and training always agree on the keys.
+A manifest ``cache.json`` (tag, feature width, view, ...) is written next to the entries; training
+(``data.feature_cache: CACHE_DIR``) opens the cache with :func:`~datamodules.feature_cache.open_cache`, which takes
+the tag from it, so precompute and training always agree on the keys.
 """
 
 from __future__ import annotations
@@ -27,21 +28,19 @@ import json
 import sys
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor
 
-from models.conditions.cache import FeatureCache, bicubic_lr
+from datamodules.datasets import HQImageDataset, center_crop
+from datamodules.feature_cache import COMMAND, MANIFEST, FeatureCache, bicubic_lr, open_cache
+from datamodules.images import DEFAULT_MAX_PIXELS, BadImageError, bundled_photo_tensors, load_image
 from models.conditions.text import ConditionEncoder
 from models.pretrained import missing_weights_cause
 
-__all__ = ["MANIFEST", "build_condition", "cache_tag", "open_cache", "training_images", "precompute", "main"]
-
-MANIFEST = "cache.json"
-COMMAND = "python -m models.conditions.precompute --config <your config> --out {root}"
+__all__ = ["COMMAND", "MANIFEST", "build_condition", "cache_tag", "open_cache", "training_images", "precompute",
+           "main"]
 
 
 def _model_args(config: dict[str, Any]) -> dict[str, Any]:
@@ -85,9 +84,6 @@ def cache_tag(section: dict[str, Any], view: str, crop: int, scale: int) -> str:
 def training_images(data: dict[str, Any], view: str, limit: int | None = None) -> Iterator[tuple[str, Tensor]]:
     """``(image_id, hq (3, H, W) [0, 1])`` of the training set of a ``data:`` section, ids as in ``batch["path"]``.
     Unreadable files are skipped with a warning, as in training."""
-    from datamodules.datasets import HQImageDataset, center_crop  # plain torch (no Lightning)
-    from datamodules.images import DEFAULT_MAX_PIXELS, BadImageError, bundled_photo_tensors, load_image
-
     crop = int(data.get("crop_size", 512))
     max_pixels = int(data.get("max_pixels", DEFAULT_MAX_PIXELS))
     dataset = HQImageDataset(data.get("train_dirs"), crop_size=crop, flip=False, max_pixels=max_pixels)
@@ -99,17 +95,6 @@ def training_images(data: dict[str, Any], view: str, limit: int | None = None) -
             warnings.warn(f"Skipping unreadable training image: {err}", stacklevel=2)
             continue
         yield image_id, (center_crop(image, crop) if view == "center" else image)
-
-
-def open_cache(root: str) -> tuple[FeatureCache, dict[str, Any]]:
-    """The cache written by :func:`precompute` (tag and dtype from its manifest) and the manifest (``feature_dim``,
-    ``view``, ...); a clear error naming the command when absent."""
-    manifest = Path(root).expanduser() / MANIFEST
-    if not manifest.is_file():
-        raise FileNotFoundError(f"no VLM feature cache at '{root}' (missing {MANIFEST}); create it with "
-                                + COMMAND.format(root=root))
-    info = json.loads(manifest.read_text())
-    return FeatureCache(root, tag=info["tag"], dtype=info["dtype"]), info
 
 
 def precompute(config: dict[str, Any], out: str, limit: int | None = None, view: str = "center",
@@ -141,8 +126,8 @@ def precompute(config: dict[str, Any], out: str, limit: int | None = None, view:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="a training config (LightningCLI YAML)")
-    parser.add_argument("--out", required=True, help="cache directory (model.init_args.feature_cache in training)")
+    parser.add_argument("--config", required=True, help="a training config (LightningCLI YAML, composed or not)")
+    parser.add_argument("--out", required=True, help="cache directory (data.feature_cache in training)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N training images")
     parser.add_argument("--view", choices=("center", "full"), default="center",
                         help="LR view: centre crop of data.crop_size (default) or the whole image")
@@ -150,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--overwrite", action="store_true", help="recompute entries already present")
     args = parser.parse_args(argv)
-    config = yaml.safe_load(Path(args.config).read_text())
+    from onestep_sr.config import load_config  # the merged config, as `--print_config` prints it
+
+    config = load_config(args.config)
     try:
         cache, written = precompute(config, args.out, args.limit, args.view, args.dtype, args.device, args.overwrite)
     except Exception as err:  # jsonargparse re-wraps errors raised while instantiating: report the missing weight

@@ -11,6 +11,13 @@ uniform dtype"). The recipe here (peft's FSDP + LoRA recipe, plus replication of
   through methods other than ``forward``, which FSDP would not unshard) are ``ignored_states``: replicated on
   every rank like under DDP, moved to the device here.
 
+A parameter that does not require grad during a forward gets no gradient from that forward: plain autograd and DDP
+honour this, FSDP does not. Its units run on views of a flat parameter that still requires grad, so the generator
+step's adversarial term, computed through the discriminator heads frozen with ``requires_grad_(False)``, would
+land in the heads' gradients and be applied by the next discriminator step. :class:`FrozenUnitGrads` (used by
+:class:`LoRAFSDPStrategy` around every backward) notes which trainable units ran frozen and gives them back the
+gradients they held before the backward.
+
 Lightning 2.6's ``FSDPPrecision.clip_grad_by_norm`` raises (``LightningModule.clip_gradients(opt, v, "norm")`` does
 not work under FSDP), and ``FullyShardedDataParallel.clip_grad_norm_`` clips *every* gradient of the root, which
 mixes the generator's and the discriminator's norms whenever both hold gradients (accumulation windows).
@@ -34,8 +41,8 @@ from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel
 from torch.distributed.fsdp._runtime_utils import _post_backward_final_callback
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-__all__ = ["DIT_BLOCKS", "LoRAWrapPolicy", "LoRAFSDPStrategy", "ShardedClipPrecision", "clip_sharded_grad_norm_",
-           "frozen_outside_units", "gathered_state"]
+__all__ = ["DIT_BLOCKS", "FrozenUnitGrads", "LoRAWrapPolicy", "LoRAFSDPStrategy", "ShardedClipPrecision",
+           "clip_sharded_grad_norm_", "frozen_outside_units", "gathered_state"]
 
 DIT_BLOCKS = (
     "diffusers.models.transformers.transformer_flux2.Flux2TransformerBlock",
@@ -147,6 +154,43 @@ def clip_sharded_grad_norm_(root: FullyShardedDataParallel, params: Iterable[Ten
     return total
 
 
+class FrozenUnitGrads:
+    """Makes FSDP honour ``requires_grad_(False)`` set around a forward: a unit of trainable parameters whose latest
+    grad-mode forward ran with all its parameters frozen keeps the gradient it held before the next backward.
+
+    FSDP runs a unit on views of its flat parameter, which still requires grad, so autograd reaches the flat
+    gradient even when the original parameters were frozen for that forward. :meth:`watch` hooks the units;
+    :meth:`kept` wraps one backward (and FSDP's end-of-backward) and restores those units' flat gradients in place
+    (the original parameters' ``.grad`` are views of them), zeroing the ones that had none. A unit run both frozen
+    and trainable before one backward counts as its latest forward says. Needs ``use_orig_params=True``.
+    """
+
+    def __init__(self) -> None:
+        self.ran_frozen: dict[FullyShardedDataParallel, bool] = {}
+
+    def _note_forward(self, unit: FullyShardedDataParallel, args: Any) -> None:  # noqa: ARG002 - forward pre-hook
+        if torch.is_grad_enabled():
+            self.ran_frozen[unit] = not any(p.requires_grad for p in unit._handle.flat_param._params)
+
+    def watch(self, root: nn.Module) -> None:
+        """Hook every FSDP unit of ``root`` that holds trainable parameters (LoRA, MLP, heads)."""
+        for unit in root.modules():
+            handle = getattr(unit, "_handle", None) if isinstance(unit, FullyShardedDataParallel) else None
+            if handle is not None and handle.flat_param.requires_grad and handle.flat_param._params is not None:
+                unit.register_forward_pre_hook(self._note_forward)
+
+    @contextmanager
+    def kept(self) -> Iterator[None]:
+        frozen = [unit._handle.flat_param for unit, was in self.ran_frozen.items() if was]
+        self.ran_frozen = {}
+        before = [None if flat.grad is None else flat.grad.clone() for flat in frozen]
+        yield
+        with torch.no_grad():
+            for flat, grad in zip(frozen, before):
+                if flat.grad is not None:
+                    flat.grad.zero_() if grad is None else flat.grad.copy_(grad)
+
+
 class ShardedClipPrecision(FSDPPrecision):
     """``FSDPPrecision`` whose norm clipping works: the optimizer's own parameters, global norm over shards."""
 
@@ -180,6 +224,14 @@ class LoRAFSDPStrategy(FSDPStrategy):
         super().__init__(auto_wrap_policy=self.wrap_policy, state_dict_type=state_dict_type,
                          use_orig_params=use_orig_params, **kwargs)
         self.replicate_frozen = replicate_frozen
+        self.frozen_grads = FrozenUnitGrads()
+
+    def backward(self, closure_loss: Tensor, optimizer: torch.optim.Optimizer | None, *args: Any,
+                 **kwargs: Any) -> Tensor:
+        """Backward (finished by :meth:`post_backward`), keeping the gradients of units that ran frozen, e.g. the
+        discriminator heads in the generator step (:class:`FrozenUnitGrads`)."""
+        with self.frozen_grads.kept():
+            return super().backward(closure_loss, optimizer, *args, **kwargs)
 
     def post_backward(self, closure_loss: Tensor) -> None:
         """Finish FSDP's backward now. Manual optimisation calls backward *inside* the root module's forward
@@ -217,13 +269,16 @@ class LoRAFSDPStrategy(FSDPStrategy):
             else:
                 self.kwargs["ignored_states"] = frozen
         if self.root_device.type != "cpu" or any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
-            return super()._setup_model(model)
+            model = super()._setup_model(model)
+            self.frozen_grads.watch(model)
+            return model
         # CPU (gloo) runs, for tests and debugging: Lightning passes device_id=None, which FSDP refuses without GPUs
         model = FullyShardedDataParallel(module=model, cpu_offload=self.cpu_offload,
                                          mixed_precision=self.mixed_precision_config,
                                          sharding_strategy=self.sharding_strategy, device_id=self.root_device,
                                          **self.kwargs)
         _setup_activation_checkpointing(model, self._activation_checkpointing_kwargs)
+        self.frozen_grads.watch(model)
         return model
 
 

@@ -23,7 +23,7 @@ TMP_SUFFIX = ".tmp"
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` whose local writes are atomic: a checkpoint file is either the previous complete one or
-    the new complete one, never a half-written file (issue 7, "Crash-safe runs").
+    the new complete one, never a half-written file.
 
     The checkpoint is serialised with ``torch.save`` into ``<path>.tmp`` in the *same* folder (so the rename does
     not cross file systems), flushed and ``fsync``-ed, then moved over ``<path>`` with ``os.replace`` (atomic on
@@ -35,7 +35,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
         trainer:
           plugins:
-            - class_path: callbacks.checkpoint_io.AtomicCheckpointIO
+            - class_path: plugins.checkpoint_io.AtomicCheckpointIO
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:

@@ -1,4 +1,5 @@
-"""On-disk cache of VLM condition features, so the VLM need not sit in GPU memory during training (issue 5, item 2).
+"""On-disk cache of VLM condition features, read by the data pipeline so the VLM need not sit in GPU memory during
+training (StrSR's condition, paper sec. 3.2, eq. 5).
 
 What is cached, honestly: in the paper the VLM sees *each* degraded LR drawn during training (StrSR sec. 3.2); a
 degradation draw happens on the fly, so a cache computed beforehand cannot follow it. A cache therefore stores one
@@ -14,23 +15,34 @@ supported through ``make_lr``:
 The crop must be the one used in training (StrSR: 1024 center crops); random crops make a per-image cache wrong.
 Entries are keyed by ``sha1(image_id | tag)``: ``image_id`` is the training file path as the dataset reports it
 (``batch["path"]``), ``tag`` names the LR view, the VLM and the prompt, so changing any of them never reuses stale
-features. Each entry is ``<root>/<key[:2]>/<key>.safetensors`` with one tensor ``features`` (L, D) and metadata.
+features. Each entry is ``<root>/<key[:2]>/<key>.safetensors`` with one tensor ``features`` (L, D) and metadata; the
+manifest ``cache.json`` (written by :mod:`datamodules.precompute`) holds the tag, dtype and feature width.
+
+In training, ``SRDataModule(feature_cache=<root>)`` wraps its training set in :class:`CachedFeatureDataset`: every
+item carries ``cond_features`` (L, D), read on the CPU by the loader workers, and a batch carries (B, L, D).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import Dataset, default_collate
 
 from models.pretrained import resolve_dtype
 
-__all__ = ["FeatureCache", "bicubic_lr"]
+__all__ = ["COMMAND", "MANIFEST", "CachedFeatureDataset", "FeatureCache", "bicubic_lr", "collate_features",
+           "open_cache"]
+
+MANIFEST = "cache.json"
+COMMAND = "python -m datamodules.precompute --config <your config> --out {root}"
 
 
 def bicubic_lr(hq: Tensor, scale: int = 4) -> Tensor:
@@ -78,21 +90,19 @@ class FeatureCache:
         return p
 
     def load(self, image_id: str, device: torch.device | str = "cpu") -> Tensor:
-        """Features (L, D) of ``image_id``; ``KeyError`` when missing."""
+        """Features (L, D) of ``image_id``; ``KeyError`` naming the image and the precompute command when missing."""
         from safetensors.torch import load_file
 
         p = self.path(image_id)
         if not p.is_file():
-            raise KeyError(f"no cached VLM features for '{image_id}' (tag '{self.tag}') at {p}; run precompute first")
+            raise KeyError(f"no cached VLM features for training image '{image_id}' in '{self.root}' (tag "
+                           f"'{self.tag}', expected at {p}); create them with " + COMMAND.format(root=self.root))
         return load_file(str(p), device=str(device))["features"]
 
     def load_batch(self, image_ids: Iterable[str], device: torch.device | str = "cpu") -> Tensor:
         """Stack the features of a batch: (B, L, D). A fixed prompt gives every image the same length L."""
         feats = [self.load(i, device) for i in image_ids]
-        lengths = {f.shape[0] for f in feats}
-        if len(lengths) != 1:
-            raise ValueError(f"cached features of one batch differ in length {sorted(lengths)}; was the prompt or "
-                             "the LR size changed between entries?")
+        check_lengths(feats)
         return torch.stack(feats, dim=0)
 
     @torch.no_grad()
@@ -118,3 +128,47 @@ class FeatureCache:
             self.save(image_id, condition(lr, 1)[0])  # (L, D)
             written += 1
         return written
+
+
+def open_cache(root: str) -> tuple[FeatureCache, dict[str, Any]]:
+    """The cache written by :mod:`datamodules.precompute` (tag and dtype from its manifest) and the manifest
+    (``feature_dim``, ``view``, ...); a clear error naming the command when absent."""
+    manifest = Path(root).expanduser() / MANIFEST
+    if not manifest.is_file():
+        raise FileNotFoundError(f"no VLM feature cache at '{root}' (missing {MANIFEST}); create it with "
+                                + COMMAND.format(root=root))
+    info = json.loads(manifest.read_text())
+    return FeatureCache(root, tag=info["tag"], dtype=info["dtype"]), info
+
+
+def check_lengths(features: Sequence[Tensor]) -> None:
+    """Entries of one batch must share their length L (a fixed prompt gives every image the same L)."""
+    lengths = {f.shape[0] for f in features}
+    if len(lengths) != 1:
+        raise ValueError(f"cached features of one batch differ in length {sorted(lengths)}; was the prompt or "
+                         "the LR size changed between entries?")
+
+
+class CachedFeatureDataset(Dataset):
+    """A training set whose items also carry ``cond_features`` (L, D): the cached VLM features of ``item["path"]``.
+
+    Read in ``__getitem__``, i.e. on the CPU by the DataLoader workers. A missing entry raises ``KeyError`` naming
+    the image and the precompute command. Batch the items with :func:`collate_features`.
+    """
+
+    def __init__(self, dataset: Dataset, cache: FeatureCache) -> None:
+        self.dataset, self.cache = dataset, cache
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        item = dict(self.dataset[key])
+        item["cond_features"] = self.cache.load(str(item["path"]))  # (L, D)
+        return item
+
+
+def collate_features(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """``default_collate`` after checking that the items' ``cond_features`` share their length: (B, L, D)."""
+    check_lengths([item["cond_features"] for item in items])
+    return default_collate(items)

@@ -1,21 +1,9 @@
+"""NonFiniteGuard: a non-finite loss or gradient skips the step, and too many in a row stop the run, naming the term."""
+
 import pytest
 import torch
 
 from lightning_modules.guard import NonFiniteGuard, NonFiniteLossError
-from lightning_modules.stage2 import chunk_grid
-
-
-def test_chunk_grid_order_and_content():
-    x = torch.arange(16.0).reshape(1, 1, 4, 4)
-    chunks = list(chunk_grid(x, 2))
-    assert [(r, c) for r, c, _ in chunks] == [(0, 0), (0, 1), (1, 0), (1, 1)]  # left to right, top to bottom
-    assert torch.equal(chunks[1][2], torch.tensor([[[[2.0, 3.0], [6.0, 7.0]]]]))
-    assert torch.equal(torch.cat([torch.cat([chunks[0][2], chunks[1][2]], -1), torch.cat([chunks[2][2], chunks[3][2]], -1)], -2), x)
-
-
-def test_chunk_grid_not_divisible_is_clear():
-    with pytest.raises(ValueError, match="not divisible by the chunk size R=4"):
-        list(chunk_grid(torch.zeros(1, 3, 6, 8), 4))
 
 
 def test_guard_skips_and_names_term():

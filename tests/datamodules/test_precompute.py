@@ -1,4 +1,4 @@
-"""Precomputing VLM features into a FeatureCache from a training config (models/conditions/precompute.py)."""
+"""Precomputing VLM features into a FeatureCache from a training config (datamodules/precompute.py)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from datamodules.datasets import HQImageDataset, center_crop
 from datamodules.images import bundled_photo_tensors
-from models.conditions import VLMCondition, bicubic_lr
-from models.conditions.precompute import (
+from datamodules.precompute import (
     MANIFEST, build_condition, cache_tag, condition_section, main, open_cache, precompute, training_images,
 )
+from models.conditions import VLMCondition
+from onestep_sr.config import load_config
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo" / "strsr_flux2.yaml"
-CONFIG = yaml.safe_load(DEMO.read_text())
+CONFIG = load_config(DEMO)  # merged (composed) config, as the CLI sees it
 
 
 def test_training_images_are_the_dataset_ids_with_centre_crops() -> None:
@@ -48,7 +48,7 @@ def test_precompute_writes_the_vlm_features_of_the_bicubic_lr(tmp_path) -> None:
 def test_cached_features_equal_a_direct_vlm_forward(tmp_path) -> None:
     """The stored entry is exactly E_VLM(bicubic_lr(centre crop)) of the condition the config builds."""
     built: list[VLMCondition] = []
-    import models.conditions.precompute as pre
+    import datamodules.precompute as pre
 
     original = pre.build_condition
 
@@ -84,7 +84,7 @@ def test_command_line_and_errors(tmp_path, capsys) -> None:
     assert len(list((tmp_path / "c").glob("*/*.safetensors"))) == 1
     assert json.loads((tmp_path / "c" / MANIFEST).read_text())["dtype"] == "bf16"
     assert "wrote 1 feature entries" in capsys.readouterr().out
-    with pytest.raises(FileNotFoundError, match="python -m models.conditions.precompute"):
+    with pytest.raises(FileNotFoundError, match="python -m datamodules.precompute"):
         open_cache(str(tmp_path / "missing"))
     cache_only = copy.deepcopy(CONFIG)
     condition_section(cache_only)["init_args"] = {"vlm": None, "feature_dim": 24}

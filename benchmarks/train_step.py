@@ -116,9 +116,10 @@ def build(module: str, size: str, crop: int, batch: int, device: str, extra: dic
     return cli.model, cli.datamodule
 
 
-def time_module(model: L.LightningModule, datamodule: L.LightningDataModule, device: str, steps: int, warmup: int,
-                precision: str, count_flops: bool = False) -> BatchTimer:
-    """Run ``warmup + steps`` (+1 FLOP-counted) real training batches; return the timer."""
+def time_module(model: L.LightningModule, datamodule: L.LightningDataModule | None, device: str, steps: int,
+                warmup: int, precision: str, count_flops: bool = False, loader: Any = None) -> BatchTimer:
+    """Run ``warmup + steps`` (+1 FLOP-counted) real training batches (from ``datamodule``, or from ``loader``, any
+    iterable of batches); return the timer."""
     timer = BatchTimer(warmup, steps, count_flops)
     callbacks: list[L.Callback] = [timer]
     trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=precision,
@@ -126,7 +127,10 @@ def time_module(model: L.LightningModule, datamodule: L.LightningDataModule, dev
                         limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
                         default_root_dir=tempfile.mkdtemp(prefix="bench_trainer_"))
-    trainer.fit(model, datamodule=datamodule)
+    if loader is not None:
+        trainer.fit(model, train_dataloaders=loader)
+    else:
+        trainer.fit(model, datamodule=datamodule)
     return timer
 
 

@@ -19,12 +19,19 @@ import torch
 import torch.distributed as dist
 
 from callbacks.image_logger import side_by_side
+from callbacks.outputs import run_folder
 from evaluation.collection import MetricCollection
+from evaluation.contact_sheet import contact_row, contact_sheet, save_png
+from evaluation.paper import PaperValues
+from evaluation.report import build_report, report_markdown
 from lightning_modules.base import batch_scale
 
 __all__ = ["DEFAULT_METRICS", "EvaluationCallback", "format_table"]
 
-DEFAULT_METRICS = ["psnr", "ssim", "psnr_rgb", "ssim_rgb", "lpips", "dists", "clipiqa", "musiq", "maniqa", "niqe"]
+# Every column of both papers' tables (TUDSR Tables 1/2/4/5, StrSR Tables 1-3), PSNR/SSIM in both conventions.
+DEFAULT_METRICS = ["psnr_y_basicsr", "ssim_y_basicsr", "psnr_y_pyiqa", "ssim_y_pyiqa", "psnr_rgb", "lpips_alex",
+                   "lpips_vgg", "dists", "fid", "clipiqa", "clipiqa+", "nima", "niqe", "liqe", "musiq", "maniqa",
+                   "qalign", "qualiclip"]
 
 
 def _fmt(value: float) -> str:
@@ -56,23 +63,44 @@ class EvaluationCallback(L.Callback):
     ``log_images`` images of each set go to TensorBoard as LQ | SR | GT. Metric networks live here, never in the
     LightningModule, so they stay out of optimizers and checkpoints. Sanity-check validation is not scored.
 
+    On test it also writes, per set, ``report.md`` / ``report.json`` (our values beside the papers' rows of
+    ``paper_method`` on that set at its scale, :mod:`evaluation.report`; ``<out_dir>/test/report.md`` joins them)
+    and ``contact_sheet.png`` (LQ | ours | GT of the first ``contact_sheet`` images, also logged to TensorBoard).
+    :attr:`written` lists every file written in this run (each once, newest last).
+
     Args:
         metrics: metric names (see :data:`evaluation.METRICS`).
-        weights: weight files by key (``vgg16``, ``alexnet``, ``dists``, ``fid``, ``clipiqa``, ``musiq``, ``maniqa``,
-            ``niqe``); others come from the ``$TORCH_HOME/hub`` caches.
+        weights: weight files by key (``vgg16``, ``alexnet``, ``dists``, ``fid``, ``clipiqa``, ``clipiqa+``, ``nima``,
+            ``liqe``, ``musiq``, ``maniqa``, ``niqe``, ``qualiclip``; ``qalign``: a snapshot folder); others come from
+            the ``$TORCH_HOME/hub`` caches (README "Evaluation").
         crop_border: PSNR/SSIM border crop; None = each set's scale (``batch["scale"]``).
         log_images: images per set logged to TensorBoard.
         out_dir: where the CSV/summaries go; None = ``<trainer.log_dir>/eval``.
         quantize: score 8-bit-rounded images (as saved PNGs).
+        paper_method: the papers' method to compare with in ``report.md`` (``TUDSR-S``, ``TUDSR-S M4``, ...,
+            ``StrSR-F``, ``StrSR-Z``; see ``evaluation/paper_values.yaml``); None: no comparison.
+        paper_names: set name -> the papers' data set name, for sets named otherwise (default: the set's name).
+        paper_values: another paper-values file (default ``evaluation/paper_values.yaml``).
+        contact_sheet: images per set on the test contact sheet (0: none).
+        contact_size: longest side of each contact-sheet panel, in pixels.
     """
 
     def __init__(self, metrics: list[str] | None = None, weights: dict[str, str] | None = None,
                  crop_border: int | None = None, log_images: int = 4, out_dir: str | None = None,
-                 quantize: bool = True) -> None:
+                 quantize: bool = True, paper_method: str | None = None, paper_names: dict[str, str] | None = None,
+                 paper_values: str | None = None, contact_sheet: int = 4, contact_size: int = 384) -> None:
         super().__init__()
         self.metric_names = list(DEFAULT_METRICS if metrics is None else metrics)
         self.weights, self.crop_border, self.log_images = dict(weights or {}), crop_border, log_images
         self.out_dir, self.quantize = out_dir, quantize
+        self.paper = PaperValues.load(paper_values)
+        if paper_method is not None and paper_method not in self.paper.methods:
+            raise ValueError(f"paper_method '{paper_method}' is not in the paper values; choose from "
+                             f"{self.paper.methods}")
+        self.paper_method, self.paper_names = paper_method, dict(paper_names or {})
+        self.contact_sheet, self.contact_size = int(contact_sheet), int(contact_size)
+        self.written: list[Path] = []  # every file written in this run, each once, newest last
+        self._rows: dict[int, list[torch.Tensor]] = {}  # dataloader_idx -> contact-sheet rows (test, rank 0)
         self.results: dict[str, dict[str, dict[str, Any]]] = {}  # stage -> dataset -> summary
         self._base: MetricCollection | None = None
         self._sets: dict[int, MetricCollection] = {}
@@ -113,7 +141,7 @@ class EvaluationCallback(L.Callback):
 
     # ---- hooks ---------------------------------------------------------------------------------------------
     def _start(self, trainer: L.Trainer) -> None:
-        self._sets, self._logged, self._names, self._scales = {}, {}, {}, {}
+        self._sets, self._logged, self._names, self._scales, self._rows = {}, {}, {}, {}, {}
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start(trainer)
@@ -156,6 +184,11 @@ class EvaluationCallback(L.Callback):
             n = min(self.log_images - done, sr.shape[0])
             self._log_images(stage, trainer, idx, [t for t in (lq, sr, gt) if t is not None], n, done)
             self._logged[idx] = done + n
+        rows = self._rows.setdefault(idx, [])
+        if stage == "test" and trainer.is_global_zero and len(rows) < self.contact_sheet:
+            for i in range(min(self.contact_sheet - len(rows), sr.shape[0])):
+                rows.append(contact_row(None if lq is None else lq[i], sr[i], None if gt is None else gt[i],
+                                        self.contact_size))
 
     def _log_images(self, stage: str, trainer: L.Trainer, idx: int, images: list[torch.Tensor], n: int,
                     first: int) -> None:
@@ -189,6 +222,7 @@ class EvaluationCallback(L.Callback):
 
     def _finish(self, stage: str, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         results: dict[str, dict[str, Any]] = {}
+        reports: list[str] = []
         for idx, dataset in enumerate(self.set_names(trainer, stage)):  # same order on every rank (collectives)
             coll = self.collection(trainer, pl_module, idx)
             rows = self.gather(coll)
@@ -203,19 +237,55 @@ class EvaluationCallback(L.Callback):
                 "skipped": dict(coll.skipped),
             }
             if trainer.is_global_zero:
-                self._write_set(self._out_dir(trainer) / stage / dataset, rows, results[dataset], coll.names)
+                folder = self._out_dir(trainer) / stage / dataset
+                self._wrote(*self._write_set(folder, rows, results[dataset], coll.names))
+                if stage == "test":
+                    reports.append(self._write_report(folder, results[dataset]))
+                    self._write_contact_sheet(trainer, folder, dataset, self._rows.get(idx, []))
         self.results[stage] = results
         if trainer.is_global_zero and results:
             self._write_overview(self._out_dir(trainer) / stage, results)
-        self._sets = {}
+            if reports:
+                path = self._out_dir(trainer) / stage / "report.md"
+                path.write_text("\n".join(reports))
+                self._wrote(path)
+        self._sets, self._rows = {}, {}
+
+    def _wrote(self, *paths: Path) -> None:
+        """Record written files in :attr:`written` (a file written again moves to the end)."""
+        for path in paths:
+            if path in self.written:
+                self.written.remove(path)
+            self.written.append(path)
+
+    def _write_report(self, folder: Path, summary: dict[str, Any]) -> str:
+        """``report.json`` and ``report.md`` of one set; returns the markdown."""
+        dataset = self.paper_names.get(summary["dataset"], summary["dataset"])
+        rows = [] if self.paper_method is None else self.paper.rows(self.paper_method, dataset, summary["scale"])
+        report = build_report(summary, rows, self.paper_method, dataset)
+        text = report_markdown(report, self.paper.methods)
+        (folder / "report.json").write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
+        (folder / "report.md").write_text(text)
+        self._wrote(folder / "report.md", folder / "report.json")
+        return text
+
+    def _write_contact_sheet(self, trainer: L.Trainer, folder: Path, dataset: str, rows: list[torch.Tensor]) -> None:
+        if not rows:
+            return
+        sheet = contact_sheet(rows)  # uint8 (3, H, W)
+        self._wrote(save_png(sheet, folder / "contact_sheet.png"))
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if experiment is not None and hasattr(experiment, "add_image"):
+                experiment.add_image(f"test/{dataset}/contact_sheet", sheet, global_step=trainer.global_step)
 
     def _out_dir(self, trainer: L.Trainer) -> Path:
         if self.out_dir is not None:
             return Path(self.out_dir)
-        return Path(trainer.log_dir or trainer.default_root_dir) / "eval"
+        return (run_folder(trainer) or Path(trainer.default_root_dir)) / "eval"
 
     @staticmethod
-    def _write_set(folder: Path, rows: list[dict[str, Any]], summary: dict[str, Any], names: list[str]) -> None:
+    def _write_set(folder: Path, rows: list[dict[str, Any]], summary: dict[str, Any], names: list[str]) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         columns = [n for n in names if any(n in row for row in rows)]
         with open(folder / "per_image.csv", "w", newline="") as f:
@@ -231,6 +301,7 @@ class EvaluationCallback(L.Callback):
         if summary["skipped"]:
             lines += ["", "Skipped:"] + [f"- {k}: {v}" for k, v in summary["skipped"].items()]
         (folder / "summary.md").write_text("\n".join(lines) + "\n")
+        return [folder / "per_image.csv", folder / "summary.md", folder / "summary.json"]
 
     def _write_overview(self, folder: Path, results: dict[str, dict[str, Any]]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -238,3 +309,4 @@ class EvaluationCallback(L.Callback):
         skipped = [f"- {d}: {m}: {r}" for d, s in results.items() for m, r in s["skipped"].items()]
         text = format_table(results, self.metric_names) + ("\n\nSkipped:\n" + "\n".join(skipped) if skipped else "")
         (folder / "summary.md").write_text(text + "\n")
+        self._wrote(folder / "summary.md", folder / "summary.json")

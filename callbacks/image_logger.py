@@ -20,7 +20,8 @@ def side_by_side(*images: torch.Tensor, max_items: int = 4) -> torch.Tensor:
 
 
 class ImageLogger(L.Callback):
-    """Every ``every_n_steps`` optimizer steps, log ``train/images`` (LQ | SR | GT) from the training step's output.
+    """Every ``every_n_steps`` generator updates (``trainer.global_step``, the project's step axis), log
+    ``train/images_lq_sr_gt`` (LQ | SR | GT) from the training step's output, at that step, once per step.
 
     ``training_step`` returns ``{"lq": ..., "sr": ..., "gt": ...}`` (detached, [0, 1]).
     """

@@ -12,6 +12,9 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
+from callbacks.outputs import run_folder
+from models.errors import ConfigError
+
 
 def save_png(image: torch.Tensor, path: Path) -> None:
     """Save a (3, H, W) tensor in [0, 1] as an 8-bit PNG (no metadata, so equal tensors give equal files)."""
@@ -20,15 +23,16 @@ def save_png(image: torch.Tensor, path: Path) -> None:
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes every predicted image to ``output_dir/<stem>.png``.
+    """Writes every predicted image to ``output_dir/<stem><suffix>.png``.
 
     Existing files are kept (a warning names them) unless ``overwrite`` is true. ``predict_step`` must return
-    ``{"sr": (B, 3, H, W) in [0, 1], "name": list[str]}``.
+    ``{"sr": (B, 3, H, W) in [0, 1], "name": list[str]}``. The files written are listed in :attr:`written`.
 
     Args:
-        output_dir: destination folder (created). ``None`` disables writing.
-        overwrite: replace existing outputs.
-        suffix: appended to the input stem, e.g. ``"_x4"``.
+        output_dir: folder the PNGs go to (created). Default: ``predictions/`` inside the run folder
+            (``runs/<run>/predict_<N>/predictions``), printed when predict starts.
+        overwrite: replace existing PNGs of the same name instead of keeping them.
+        suffix: text appended to each input's file stem, e.g. ``"_x4"`` writes ``photo_x4.png``.
     """
 
     def __init__(self, output_dir: str | None = None, overwrite: bool = False, suffix: str = "") -> None:
@@ -40,8 +44,13 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.output_dir is None:
-            warnings.warn("predict runs without --writer.output_dir: nothing will be written", stacklevel=1)
-            return
+            folder = run_folder(trainer)
+            if folder is None:
+                raise ConfigError("predict has no folder to write to: give --writer.output_dir OUTPUT_DIR (the "
+                                  "default, predictions/ inside the run folder, needs a logger)")
+            self.output_dir = folder / "predictions"
+        if trainer.is_global_zero:
+            print(f"predict writes its PNGs to {self.output_dir}", flush=True)
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
     def target(self, name: str) -> Path | None:

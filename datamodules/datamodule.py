@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import Subset, DataLoader, Dataset
 
+from .crops import CropMode, TrainFolder
 from .datasets import DemoEvalDataset, EpochSampler, HQImageDataset, PairedImageDataset, predict_dataset
 from .degradation import KernelSampler, RealESRGANDegradation
 from .feature_cache import CachedFeatureDataset, collate_features, open_cache
@@ -27,6 +28,15 @@ class EvalSet:
     ``demo=True`` ignores the folders and uses :class:`DemoEvalDataset` (bundled photos degraded with the ``light``
     preset, seeded by the DataModule's ``seed``). ``max_images`` keeps the first N LQ files in sorted order. Every
     item carries ``scale`` (the factor the set is evaluated at) and ``set`` (``name``).
+
+    Args:
+        name: the set's name in logs, tables and folders (``val/<name>/psnr``, ``eval/val/<name>/``).
+        lq_dir: folder of LQ images (ignored with ``demo``).
+        gt_dir: folder of GT images with the same file stems as ``lq_dir``; ``null`` for an LQ-only set
+            (no-reference metrics only).
+        scale: the SR factor the set is evaluated at (GT = LQ x scale).
+        demo: use the bundled photos degraded deterministically instead of folders.
+        max_images: keep only the first N LQ images (sorted by name); ``null``: all.
     """
 
     name: str
@@ -40,8 +50,13 @@ class EvalSet:
 class SRDataModule(LightningDataModule):
     """Training crops + Real-ESRGAN degradation (Wang et al. 2021), evaluation sets, a predict folder.
 
-    - Training: HQ images from ``train_dirs`` (recursive; ``None`` -> the photos bundled in scikit-image), random
-      ``crop_size`` crops (reflect padding for small images), horizontal flip, per-sample kernels. Each rank draws
+    - Training: HQ images from ``train_dirs`` (recursive; ``None`` -> the photos bundled in scikit-image): one
+      folder, or a list of folders and :class:`~datamodules.crops.TrainFolder` entries
+      (``{path: data/FFHQ, crop: resize, limit: 10000}``: the folder's crop mode and its first ``limit`` images in
+      sorted order). ``crop`` is the mode of folders that name none: ``random`` ``crop_size`` windows (reflect
+      padding for small images), ``center`` (short side resized to ``crop_size`` as the released StrSR
+      ``center_crop_arr``, centre window) or ``resize`` (whole image Lanczos-resized, FFHQ as OMGSR); then a
+      horizontal flip with p 0.5 when ``flip``, and per-sample kernels. Each rank draws
       different positions of one global epoch order (:class:`EpochSampler`, a ``DistributedSampler`` Lightning keeps);
       ``epoch_length`` sets the samples per epoch (drawn with replacement), else one pass over the images (at least
       one batch per rank). Batches are degraded in :meth:`on_after_batch_transfer` by ``degradation`` (default:
@@ -57,11 +72,30 @@ class SRDataModule(LightningDataModule):
       (``TUDSRInference``: its pipeline's M x N; the training modules: x4).
 
     Folders are validated in :meth:`setup`: a missing or empty folder raises :class:`DataError` naming it.
+
+    Args:
+        train_dirs: folders of HQ training images (searched recursively): one folder, a list of folders, or
+            ``{path, crop, limit}`` entries; ``null`` trains on the photos bundled with scikit-image.
+        crop_size: side of the square HQ training crops, in pixels (a multiple of the degradation scale).
+        batch_size: training images per batch (evaluation batches hold one image).
+        num_workers: data-loading worker processes (0: load in the main process).
+        degradation: the LQ synthesis applied to every training batch (default: Real-ESRGAN at x4).
+        val_sets: validation sets (paired or LQ-only folders, or the demo set), one dataloader each.
+        test_sets: test sets for ``main.py test``, same form as ``val_sets``.
+        predict_dir: folder of LQ images that ``main.py predict`` upscales.
+        seed: seed of the crops, flips, kernels and degradation noise (each rank adds its rank).
+        epoch_length: training samples per epoch, drawn with replacement; ``null``: one pass over the images.
+        flip: random horizontal flip of training crops.
+        max_pixels: images larger than this many pixels are refused (a memory guard).
+        feature_cache: folder of precomputed VLM features (``python -m datamodules.precompute``) for StrSR.
+        predict_scale: the factor predict batches ask for; ``null``: the model's native factor.
+        crop: how training images become ``crop_size`` squares for folders that name no mode: ``random``,
+            ``center`` or ``resize``.
     """
 
     def __init__(
         self,
-        train_dirs: list[str] | None = None,
+        train_dirs: list[str | TrainFolder] | TrainFolder | str | None = None,
         crop_size: int = 512,
         batch_size: int = 1,
         num_workers: int = 2,
@@ -75,9 +109,10 @@ class SRDataModule(LightningDataModule):
         max_pixels: int = DEFAULT_MAX_PIXELS,
         feature_cache: str | None = None,
         predict_scale: int | None = None,
+        crop: CropMode = "random",
     ) -> None:
         super().__init__()
-        self.train_dirs, self.crop_size, self.batch_size = train_dirs, crop_size, batch_size
+        self.train_dirs, self.crop_size, self.batch_size, self.crop = train_dirs, crop_size, batch_size, crop
         self.num_workers, self.seed, self.epoch_length, self.flip = num_workers, seed, epoch_length, flip
         self.max_pixels, self.predict_dir = max_pixels, predict_dir
         self.feature_cache, self.predict_scale = feature_cache, predict_scale
@@ -144,10 +179,14 @@ class SRDataModule(LightningDataModule):
         if stage in (None, "fit"):
             if self.crop_size % self.scale:
                 raise DataError(f"crop_size {self.crop_size} must be divisible by the degradation scale {self.scale}")
-            self.train_dataset = HQImageDataset(
-                self.train_dirs, crop_size=self.crop_size, flip=self.flip,
-                kernel_sampler=KernelSampler(self.degradation.config), seed=self.seed, max_pixels=self.max_pixels,
-            )
+            try:
+                self.train_dataset = HQImageDataset(
+                    self.train_dirs, crop_size=self.crop_size, flip=self.flip, crop=self.crop,
+                    kernel_sampler=KernelSampler(self.degradation.config), seed=self.seed,
+                    max_pixels=self.max_pixels,
+                )
+            except DataError as err:  # name the option the user sets
+                raise DataError(f"data.train_dirs: {err}") from None
             if self.feature_cache is not None:
                 cache, _ = open_cache(self.feature_cache)  # the manifest's tag keys the entries
                 self.train_dataset = CachedFeatureDataset(self.train_dataset, cache)

@@ -18,44 +18,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, DistributedSampler
 
+from .crops import (
+    CROP_MODES, TrainFolder, center_crop, crop_image, folder_specs, list_folder, random_crop, reflect_pad_to,
+)
 from .images import (
     DEFAULT_MAX_PIXELS, BadImageError, DataError, bundled_photo_tensors, check_image, image_size, load_image,
     scan_images,
 )
 
+__all__ = ["DemoEvalDataset", "EpochSampler", "HQImageDataset", "PairedImageDataset", "center_crop", "predict_dataset",
+           "random_crop", "reflect_pad_to"]
+
 SampleKey = tuple[int, int, int]  # (dataset index, epoch, global position in the epoch)
 _MAX_RETRIES = 32
-
-
-def reflect_pad_to(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Reflect-pad (3, H, W) symmetrically to at least (height, width); repeats the reflection for tiny images."""
-    while image.shape[-2] < height or image.shape[-1] < width:
-        h, w = image.shape[-2:]
-        ph, pw = max(height - h, 0), max(width - w, 0)
-        mode = "reflect" if min(h, w) > 1 else "replicate"
-        if mode == "reflect":  # one reflection adds at most (size - 1) pixels per side
-            ph, pw = min(ph, 2 * (h - 1)), min(pw, 2 * (w - 1))
-        pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)  # (left, right, top, bottom)
-        image = F.pad(image[None], pad, mode=mode)[0]
-    return image
-
-
-def random_crop(image: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """(3, H, W) -> (3, size, size), reflect padding first when the image is smaller than the crop."""
-    image = reflect_pad_to(image, size, size)
-    top = int(rng.integers(0, image.shape[-2] - size + 1))
-    left = int(rng.integers(0, image.shape[-1] - size + 1))
-    return image[:, top:top + size, left:left + size]
-
-
-def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
-    """(3, H, W) -> (3, size, size) from the centre, reflect padding first when needed."""
-    image = reflect_pad_to(image, size, size)
-    top, left = (image.shape[-2] - size) // 2, (image.shape[-1] - size) // 2
-    return image[:, top:top + size, left:left + size]
 
 
 class HQImageDataset(Dataset):
@@ -63,32 +40,45 @@ class HQImageDataset(Dataset):
     ``RealESRGANDataset``, XPixelGroup/BasicSR ``basicsr/data/realesrgan_dataset.py``).
 
     Items: ``{"gt": (3, crop, crop) in [0, 1], "kernel1", "kernel2", "sinc_kernel": (21, 21) float32, "path": str}``
-    (kernels only with a ``kernel_sampler``). ``folders=None`` uses the photos bundled in scikit-image. A file that
-    cannot be decoded is skipped with one warning naming it (per process; workers are separate processes) and a
-    random other image is returned in its place; the dataset fails only when no image at all can be read.
+    (kernels only with a ``kernel_sampler``). ``folders`` is one folder, or a list of folders and
+    :class:`~datamodules.crops.TrainFolder` entries (``{path, crop, limit}``: a crop mode and the first ``limit``
+    images in sorted order per folder); a file listed by two folders is kept once, with the first folder's mode.
+    ``crop`` is the mode of folders that name none (``random``, ``center`` or ``resize``,
+    :mod:`datamodules.crops`). ``folders=None`` uses the photos bundled in scikit-image. A horizontal flip with p 0.5
+    follows the crop when ``flip``. A file that cannot be decoded is skipped with one warning naming it (per
+    process; workers are separate processes) and a random other image is returned in its place; the dataset fails
+    only when no image at all can be read.
     """
 
     def __init__(
         self,
-        folders: Sequence[str] | None = None,
+        folders: str | Sequence[str | TrainFolder | dict] | None = None,
         crop_size: int = 512,
         flip: bool = True,
         kernel_sampler: object | None = None,  # KernelSampler: (rng) -> dict of (21, 21) float32 arrays
         seed: int = 0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         recursive: bool = True,
+        crop: str = "random",
     ) -> None:
         if crop_size < 1:
             raise DataError(f"crop_size must be positive, got {crop_size}")
         self.crop_size, self.flip, self.seed, self.max_pixels = crop_size, flip, seed, max_pixels
         self.kernel_sampler = kernel_sampler
         self._photos: list[torch.Tensor] | None = None
-        if folders:
-            found = [p for folder in folders for p in scan_images(folder, recursive)]
-            self.paths = [str(p) for p in dict.fromkeys(found)]  # de-duplicated, order kept
+        specs = folder_specs(folders, crop)
+        if specs:
+            modes: dict[str, str] = {}
+            for spec in specs:
+                for path in list_folder(spec, recursive):
+                    modes.setdefault(path, spec.crop)  # de-duplicated, first folder wins, order kept
+            self.paths, self.crops = list(modes), list(modes.values())
         else:
+            if crop not in CROP_MODES:
+                raise DataError(f"unknown crop mode '{crop}'; use one of {CROP_MODES}")
             photos = bundled_photo_tensors()
             self.paths = [f"skimage.data/{name}" for name, _ in photos]
+            self.crops = [crop] * len(self.paths)
             self._photos = [image for _, image in photos]
         self._bad: set[int] = set()
 
@@ -120,7 +110,7 @@ class HQImageDataset(Dataset):
                 index = good[int(rng.integers(0, len(good)))]
         else:
             raise DataError(f"{_MAX_RETRIES} unreadable training images in a row; last: '{self.paths[index]}'")
-        gt = random_crop(image, self.crop_size, rng)  # (3, crop, crop)
+        gt = crop_image(image, self.crop_size, self.crops[index], rng)  # (3, crop, crop)
         if self.flip and rng.random() < 0.5:
             gt = gt.flip(-1)
         item: dict[str, torch.Tensor | str] = {"gt": gt.contiguous(), "path": self.paths[index]}

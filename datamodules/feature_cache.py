@@ -1,10 +1,12 @@
 """On-disk cache of VLM condition features, read by the data pipeline so the VLM need not sit in GPU memory during
 training (StrSR's condition, paper sec. 3.2, eq. 5).
 
-What is cached, honestly: in the paper the VLM sees *each* degraded LR drawn during training (StrSR sec. 3.2); a
-degradation draw happens on the fly, so a cache computed beforehand cannot follow it. A cache therefore stores one
-fixed LR view per training image and the condition stops varying with the degradation draw. Two views are
-supported through ``make_lr``:
+An opt-in memory saver and an approximation. The faithful condition, and the default of every config, is the live
+VLM on *each* step's degraded LR, as the released StrSR trainer runs it (jkwang28/StrSR,
+``HYPIR/trainer/{flux,zimage}_vlm.py``, ``extract_qwen_feature`` on the batch's ``low_LQ``); a degradation draw
+happens on the fly, so a cache computed beforehand cannot follow it. A cache therefore stores one fixed LR view per
+training image and the condition stops varying with the degradation draw. Two views are supported through
+``make_lr``:
 
 - ``bicubic_lr`` (default, needs nothing but the HQ crop): the HQ crop downscaled x4 (bicubic, antialias), i.e. a
   *clean* LR. Cheap and deterministic, but at test time the VLM sees a degraded LR, so the MLP is trained on
@@ -12,7 +14,9 @@ supported through ``make_lr``:
 - a fixed-seed degraded LR: pass ``make_lr`` wrapping the Real-ESRGAN degradation seeded per image (e.g. from the
   key). Closer to the test-time input; still one draw per image.
 
-The crop must be the one used in training (StrSR: 1024 center crops); random crops make a per-image cache wrong.
+The crop must be the one used in training: :mod:`datamodules.precompute` takes it from the DataModule's crop mode
+(StrSR: ``data.crop: center``, the released resize-then-centre 1024 crop, exactly the training crop); with random
+crops it can only describe the centre window.
 Entries are keyed by ``sha1(image_id | tag)``: ``image_id`` is the training file path as the dataset reports it
 (``batch["path"]``), ``tag`` names the LR view, the VLM and the prompt, so changing any of them never reuses stale
 features. Each entry is ``<root>/<key[:2]>/<key>.safetensors`` with one tensor ``features`` (L, D) and metadata; the
@@ -37,6 +41,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
 from models.pretrained import resolve_dtype
+from models.safetensors_io import save_safetensors
 
 __all__ = ["COMMAND", "MANIFEST", "CachedFeatureDataset", "FeatureCache", "bicubic_lr", "collate_features",
            "open_cache"]
@@ -77,15 +82,13 @@ class FeatureCache:
 
     def save(self, image_id: str, features: Tensor) -> Path:
         """Store ``features`` (L, D) for ``image_id``."""
-        from safetensors.torch import save_file
-
         if features.ndim != 2:
             raise ValueError(f"features must be (L, D), got {tuple(features.shape)}")
         p = self.path(image_id)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(".tmp")
-        save_file({"features": features.detach().to("cpu", self.dtype).contiguous()}, str(tmp),
-                  metadata={"image_id": image_id, "tag": self.tag})
+        save_safetensors({"features": features.detach().to("cpu", self.dtype).contiguous()}, str(tmp),
+                         metadata={"image_id": image_id, "tag": self.tag})
         os.replace(tmp, p)  # atomic: a crashed writer never leaves a truncated entry
         return p
 

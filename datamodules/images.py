@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from models.errors import UserError
+
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_MAX_PIXELS: int = 100_000_000  # 100 MP; larger files are refused (memory guard)
 
@@ -40,7 +42,7 @@ BUNDLED_PHOTO_NAMES: tuple[str, ...] = (
 _WHITE = 255
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data folder or data set is unusable (missing, empty, mismatched pairs, wrong sizes)."""
 
 

@@ -10,9 +10,10 @@ photos when ``train_dirs`` is null).
 What one entry describes (the compromise documented in :mod:`datamodules.feature_cache`): one fixed LR view per
 image, ``bicubic_lr`` (x ``scale``, clean) of
 
-- ``--view center`` (default): the centre ``data.crop_size`` crop. StrSR trains on 1024 *centre* crops, for which
-  this is the training crop up to the degradation draw. Our ``SRDataModule`` draws *random* crops (and flips), so
-  with it the features describe the centre of the image, not the exact crop being restored;
+- ``--view center`` (default): the training crop of the image as the DataModule makes it (``data.crop``, or the
+  folder's own ``crop``): with ``center`` (StrSR's released resize-then-centre crop, no flips) or ``resize`` this
+  is exactly the crop being restored, up to the degradation draw; with ``random`` crops the features describe the
+  centre ``data.crop_size`` window, not the crop being restored;
 - ``--view full``: the whole image (content of the whole photo; the VLM resizes within its pixel limits).
 
 A manifest ``cache.json`` (tag, feature width, view, ...) is written next to the entries; training
@@ -30,10 +31,12 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from datamodules.datasets import HQImageDataset, center_crop
+from datamodules.crops import center_crop, crop_image
+from datamodules.datasets import HQImageDataset
 from datamodules.feature_cache import COMMAND, MANIFEST, FeatureCache, bicubic_lr, open_cache
 from datamodules.images import DEFAULT_MAX_PIXELS, BadImageError, bundled_photo_tensors, load_image
 from models.conditions.text import ConditionEncoder
@@ -68,15 +71,16 @@ def build_condition(section: dict[str, Any]) -> ConditionEncoder:
     return instantiate(cfg).condition
 
 
-def cache_tag(section: dict[str, Any], view: str, crop: int, scale: int) -> str:
-    """``bicubic-x4|center96|<vlm>|<prompt hash>|L<max_tokens>``: changes whenever the LR view, the VLM, the prompt
-    or the truncation change, so stale features are never reused (:meth:`FeatureCache.key`)."""
+def cache_tag(section: dict[str, Any], view: str, crop: int, scale: int, crop_mode: str = "random") -> str:
+    """``bicubic-x4|center96|<vlm>|<prompt hash>|L<max_tokens>``: changes whenever the LR view (crop size and crop
+    mode), the VLM, the prompt, the VLM's image sizing or the truncation change, so stale features are never reused
+    (:meth:`FeatureCache.key`)."""
     args = section.get("init_args", {})
     vlm = args.get("vlm") or {}
     vlm_id = vlm.get("pretrained") or "config-" + hashlib.sha1(json.dumps(vlm.get("config"), sort_keys=True,
                                                                          default=str).encode()).hexdigest()[:8]
-    prompt = json.dumps([args.get("prompt"), args.get("prompt_ids")], default=str)
-    where = f"center{crop}" if view == "center" else "full"
+    prompt = json.dumps([args.get("prompt"), args.get("prompt_ids"), args.get("pre_resize_factor", 28)], default=str)
+    where = "full" if view != "center" else f"center{crop}" if crop_mode == "random" else f"{crop_mode}-{crop}"
     return (f"bicubic-x{scale}|{where}|{vlm_id}|{hashlib.sha1(prompt.encode()).hexdigest()[:8]}"
             f"|L{args.get('max_tokens', 512)}")
 
@@ -86,15 +90,21 @@ def training_images(data: dict[str, Any], view: str, limit: int | None = None) -
     Unreadable files are skipped with a warning, as in training."""
     crop = int(data.get("crop_size", 512))
     max_pixels = int(data.get("max_pixels", DEFAULT_MAX_PIXELS))
-    dataset = HQImageDataset(data.get("train_dirs"), crop_size=crop, flip=False, max_pixels=max_pixels)
+    dataset = HQImageDataset(data.get("train_dirs"), crop_size=crop, flip=False, max_pixels=max_pixels,
+                             crop=data.get("crop", "random"))
     photos = dict(bundled_photo_tensors()) if not data.get("train_dirs") else {}
-    for image_id in dataset.paths[:limit]:
+    for image_id, mode in list(zip(dataset.paths, dataset.crops))[:limit]:
         try:
             image = photos[image_id.split("/", 1)[1]] if photos else load_image(image_id, max_pixels)  # (3, H, W)
         except BadImageError as err:
             warnings.warn(f"Skipping unreadable training image: {err}", stacklevel=2)
             continue
-        yield image_id, (center_crop(image, crop) if view == "center" else image)
+        if view != "center":
+            yield image_id, image
+        elif mode == "random":  # no fixed training crop: the centre window
+            yield image_id, center_crop(image, crop)
+        else:  # the deterministic training crop itself
+            yield image_id, crop_image(image, crop, mode, np.random.default_rng(0))
 
 
 def precompute(config: dict[str, Any], out: str, limit: int | None = None, view: str = "center",
@@ -112,7 +122,8 @@ def precompute(config: dict[str, Any], out: str, limit: int | None = None, view:
     if getattr(condition, "vlm", True) is None:
         raise ValueError("the config's condition has no VLM (vlm: null); precompute with the config that loads it")
     condition.to(device)
-    tag = cache_tag(section, view, crop, scale)
+    modes = HQImageDataset(data.get("train_dirs"), crop_size=crop, crop=data.get("crop", "random")).crops
+    tag = cache_tag(section, view, crop, scale, crop_mode="+".join(sorted(set(modes))))
     cache = FeatureCache(out, tag=tag, dtype=dtype)
     written = cache.precompute(condition, training_images(data, view, limit),
                               make_lr=lambda hq: bicubic_lr(hq, scale), overwrite=overwrite, device=device)

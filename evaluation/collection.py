@@ -14,36 +14,53 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from evaluation.clip_metrics import LIQE, CLIPIQAPlus, QualiCLIP
 from evaluation.fid import FID
 from evaluation.metrics import Metric, MetricUnavailable
-from evaluation.no_reference import CLIPIQA, MANIQA, MUSIQ, NIQE
+from evaluation.niqe import NIQE
+from evaluation.no_reference import CLIPIQA, MANIQA, MUSIQ, NIMA
+from evaluation.pixel_pyiqa import PSNRPyIQA, SSIMPyIQA
+from evaluation.qalign import QAlign
 from evaluation.reference import PSNR, SSIM, DISTSMetric, LPIPSMetric
 
-__all__ = ["METRICS", "MetricCollection", "build_metric", "quantize_8bit"]
+__all__ = ["METRICS", "RENAMED", "MetricCollection", "build_metric", "quantize_8bit"]
 
 Factory = Callable[[dict[str, str] | None, int, bool, dict[str, Any]], Metric]
 
 # name -> factory(weights, crop_border, random_init, config); ``config`` is only used with random_init.
+# PSNR/SSIM name their convention: BasicSR's BT.601 studio-range Y, or pyiqa's full-range YIQ Y (StrSR's tables).
 METRICS: dict[str, Factory] = {
-    "psnr": lambda w, b, r, c: PSNR(y_channel=True, crop_border=b),
-    "ssim": lambda w, b, r, c: SSIM(y_channel=True, crop_border=b),
+    "psnr_y_basicsr": lambda w, b, r, c: PSNR(y_channel=True, crop_border=b),
+    "ssim_y_basicsr": lambda w, b, r, c: SSIM(y_channel=True, crop_border=b),
+    "psnr_y_pyiqa": lambda w, b, r, c: PSNRPyIQA(crop_border=b),
+    "ssim_y_pyiqa": lambda w, b, r, c: SSIMPyIQA(crop_border=b),
     "psnr_rgb": lambda w, b, r, c: PSNR(y_channel=False, crop_border=b),
     "ssim_rgb": lambda w, b, r, c: SSIM(y_channel=False, crop_border=b),
-    "lpips": lambda w, b, r, c: LPIPSMetric("vgg", w, r),
+    "lpips_vgg": lambda w, b, r, c: LPIPSMetric("vgg", w, r),
     "lpips_alex": lambda w, b, r, c: LPIPSMetric("alex", w, r),
     "dists": lambda w, b, r, c: DISTSMetric(w, r),
     "fid": lambda w, b, r, c: FID(w, r, **c),
     "clipiqa": lambda w, b, r, c: CLIPIQA(w, r, c or None),
+    "clipiqa+": lambda w, b, r, c: CLIPIQAPlus(w, r, c or None),
+    "nima": lambda w, b, r, c: NIMA(w, r, c or None),
+    "liqe": lambda w, b, r, c: LIQE(w, r, c or None),
     "musiq": lambda w, b, r, c: MUSIQ(w, r, c or None),
     "maniqa": lambda w, b, r, c: MANIQA(w, r, c or None),
     "niqe": lambda w, b, r, c: NIQE(w, r),
+    "qalign": lambda w, b, r, c: QAlign(w, r),
+    "qualiclip": lambda w, b, r, c: QualiCLIP(w, r, c or None),
 }
-_BORDER_METRICS = ("psnr", "ssim", "psnr_rgb", "ssim_rgb")
+_BORDER_METRICS = ("psnr_y_basicsr", "ssim_y_basicsr", "psnr_y_pyiqa", "ssim_y_pyiqa", "psnr_rgb", "ssim_rgb")
+# Former names, refused with a pointer (a bare "psnr" hides which Y it means).
+RENAMED = {"psnr": "psnr_y_basicsr (BasicSR) or psnr_y_pyiqa (pyiqa)",
+           "ssim": "ssim_y_basicsr (BasicSR) or ssim_y_pyiqa (pyiqa)", "lpips": "lpips_vgg or lpips_alex"}
 
 
 def build_metric(name: str, weights: dict[str, str] | None = None, crop_border: int = 0, random_init: bool = False,
                  config: dict[str, Any] | None = None) -> Metric:
     """One metric by name (see :data:`METRICS`). Raises :class:`MetricUnavailable` when its weights are missing."""
+    if name in RENAMED:
+        raise ValueError(f"metric '{name}' is now named by its convention: use {RENAMED[name]}")
     if name not in METRICS:
         raise ValueError(f"unknown metric '{name}'; available: {sorted(METRICS)}")
     return METRICS[name](weights, int(crop_border), random_init, dict(config or {}))
@@ -59,8 +76,9 @@ class MetricCollection(nn.Module):
 
     Args:
         names: metric names (keys of :data:`METRICS`), in table order.
-        weights: weight-file paths by key (``vgg16``, ``alexnet``, ``dists``, ``fid``, ``clipiqa``, ``musiq``,
-            ``maniqa``, ``niqe``); missing keys fall back to the default caches under ``$TORCH_HOME/hub``.
+        weights: weight-file paths by key (``vgg16``, ``alexnet``, ``dists``, ``fid``, ``clipiqa``, ``clipiqa+``,
+            ``nima``, ``liqe``, ``musiq``, ``maniqa``, ``niqe``, ``qualiclip``; ``qalign``: a snapshot folder); missing
+            keys fall back to the default caches under ``$TORCH_HOME/hub`` (and the Hugging Face cache for QAlign).
         crop_border: pixels removed on each side for PSNR/SSIM (usually the scale).
         device: where the metric networks run.
         quantize: round SR (and GT) to 8 bit before scoring, as if the images were saved as PNG.

@@ -1,28 +1,28 @@
-"""No-reference metrics: CLIPIQA (our code on piq's CLIP), and MUSIQ, MANIQA, NIQE from pyiqa (optional extra).
+"""No-reference metrics: CLIPIQA (our code on piq's CLIP), and MUSIQ, MANIQA, NIMA from pyiqa (optional extra).
+NIQE is in ``niqe.py``, the pyiqa CLIP-based metrics (CLIPIQA+, LIQE, QualiCLIP) in ``clip_metrics.py``, QAlign in
+``qalign.py``.
 
 The papers computed these with pyiqa (StrSR sec. 4.1: "All the metrics are evaluated by pyiqa"), so the defaults
 are pyiqa's: ``clipiqa`` = CLIP RN50 without positional embedding and pyiqa's five antonym prompt pairs, ``musiq``
-= the KonIQ-10k checkpoint, ``maniqa`` = the KonIQ-10k checkpoint (20 uniform 224 crops), ``niqe`` = the original
-parameters on the MATLAB Y channel. Weights are local files (``weights.<name>``, else pyiqa's cache
+= the KonIQ-10k checkpoint, ``maniqa`` = the KonIQ-10k checkpoint (20 uniform 224 crops), ``nima`` = the AVA
+InceptionResNetV2 checkpoint. Weights are local files (``weights.<name>``, else pyiqa's cache
 ``$TORCH_HOME/hub/pyiqa/``); nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import importlib
-import tempfile
-from types import ModuleType
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
 import torch
 from torch import Tensor
 
-from evaluation.metrics import Metric, MetricUnavailable, resolve_weight, torch_home
+from evaluation.metrics import Metric, resolve_weight, torch_home
+from evaluation.pyiqa_backend import PyIQAMetric, load_pyiqa_state, pyiqa_module, pyiqa_weight, seeded
 
-__all__ = ["CLIPIQA", "MUSIQ", "MANIQA", "NIQE", "CLIPIQA_PROMPTS", "clip_prompt_tokens", "load_pyiqa_state"]
-
-_PYIQA_WEIGHTS = "the IQA-PyTorch weights (huggingface.co/chaofengc/IQA-PyTorch-Weights/{file})"
+__all__ = ["CLIPIQA", "MUSIQ", "MANIQA", "NIMA", "CLIPIQA_PROMPTS", "TINY_CLIP", "clip_prompt_tokens", "clip_rn50_weight", "clip_state"]
 
 # pyiqa's ensemble of antonym pairs for ``clipiqa`` (archs/clipiqa_arch.py), with their CLIP BPE ids (no SOT/EOT),
 # computed once with OpenAI's tokenizer (``clip.tokenize``); tests re-check them when a CLIP tokenizer is installed.
@@ -51,7 +51,15 @@ def clip_prompt_tokens(context_length: int = 77) -> Tensor:
     return tokens
 
 
-def _clip_state(path: str) -> dict[str, Tensor]:
+def clip_rn50_weight(metric: str, weights: dict[str, str] | None) -> str:
+    """OpenAI's CLIP RN50 (``RN50.pt``): ``weights.clipiqa``, else the CLIP caches of pyiqa and of OpenAI's package."""
+    return resolve_weight(
+        metric, weights, ("clipiqa",), [torch_home() / "clip" / "RN50.pt", "~/.cache/clip/RN50.pt"],
+        "OpenAI CLIP (openaipublic.azureedge.net/clip/models/"
+        "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt)")
+
+
+def clip_state(path: str) -> dict[str, Tensor]:
     """OpenAI's ``RN50.pt`` (a TorchScript archive) or a plain state dict."""
     try:
         return torch.jit.load(path, map_location="cpu").state_dict()
@@ -78,15 +86,10 @@ class CLIPIQA(Metric):
         from piq.feature_extractors.clip import CLIP, build_model
 
         if random_init:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
+            with seeded():
                 clip = CLIP(**(clip_config or TINY_CLIP))
         else:
-            path = resolve_weight(
-                "clipiqa", weights, ("clipiqa",), [torch_home() / "clip" / "RN50.pt", "~/.cache/clip/RN50.pt"],
-                "OpenAI CLIP (openaipublic.azureedge.net/clip/models/"
-                "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt)")
-            clip = build_model(_clip_state(path))
+            clip = build_model(clip_state(clip_rn50_weight("clipiqa", weights)))
         self.clip = clip.float()
         with torch.no_grad():
             text = self.clip.encode_text(clip_prompt_tokens(self.clip.context_length)).float()  # (10, D)
@@ -105,37 +108,20 @@ class CLIPIQA(Metric):
         return probs.mean(dim=1).double().cpu()
 
 
-def _pyiqa_module(metric: str, module: str) -> ModuleType:
-    try:
-        return importlib.import_module(f"pyiqa.archs.{module}")
-    except ImportError as err:
-        raise MetricUnavailable(
-            metric, f"python package 'pyiqa' ({type(err).__name__}: {err})",
-            "the optional extra: pip install 'onestep-sr[iqa]' (PolyForm Noncommercial licence)") from None
+@contextlib.contextmanager
+def _timm_offline(timm: Any, overrides: dict[str, Any] | None = None) -> Iterator[None]:
+    """pyiqa builds its timm backbones with ``pretrained=True`` (a download); the checkpoints hold the backbone
+    weights, so build them with ``pretrained=False`` (plus ``overrides``, e.g. a narrower ViT for tests)."""
+    create = timm.create_model
+
+    def offline_create(name: str, pretrained: bool = False, **kwargs: Any) -> torch.nn.Module:  # noqa: ARG001
+        return create(name, pretrained=False, **{**kwargs, **(overrides or {})})
+
+    with mock.patch.object(timm, "create_model", offline_create):
+        yield
 
 
-def load_pyiqa_state(net: torch.nn.Module, path: str) -> None:
-    """Load a pyiqa checkpoint (plain, or under ``params``; ``module.`` prefixes stripped), strictly."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - older pyiqa files are full pickles of a local file the user chose
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("params", state)
-    net.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
-
-
-class _PyIQAMetric(Metric):
-    """A pyiqa network in eval mode; ``update`` returns its (B, 1) output as (B,)."""
-
-    net: torch.nn.Module
-
-    @torch.no_grad()
-    def update(self, sr: Tensor, gt: Tensor | None = None) -> Tensor:
-        self.check_pair(sr, gt)
-        return self.net(sr.float()).reshape(sr.shape[0]).double().cpu()
-
-
-class MUSIQ(_PyIQAMetric):
+class MUSIQ(PyIQAMetric):
     """MUSIQ (Ke et al., ICCV 2021), pyiqa ``musiq``: multi-scale patches (native + longer side 224, 384), KonIQ
     checkpoint ``musiq_koniq_ckpt-e95806b9.pth``; ~0..100, higher is better. ``random_init`` uses ``config``."""
 
@@ -144,27 +130,23 @@ class MUSIQ(_PyIQAMetric):
     def __init__(self, weights: dict[str, str] | None = None, random_init: bool = False,
                  config: dict[str, Any] | None = None) -> None:
         super().__init__()
-        arch = _pyiqa_module("musiq", "musiq_arch")
+        arch = pyiqa_module("musiq", "musiq_arch")
         if random_init:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
+            with seeded():
                 self.net = arch.MUSIQ(pretrained=False, **(config or {}))
         else:
-            file = "musiq_koniq_ckpt-e95806b9.pth"
-            path = resolve_weight("musiq", weights, ("musiq",), torch_home() / "pyiqa" / file,
-                                  _PYIQA_WEIGHTS.format(file=file))
+            path = pyiqa_weight("musiq", weights, "musiq", "musiq_koniq_ckpt-e95806b9.pth")
             self.net = arch.MUSIQ(pretrained=False)
             load_pyiqa_state(self.net, path)
         self.freeze()
 
 
-class MANIQA(_PyIQAMetric):
+class MANIQA(PyIQAMetric):
     """MANIQA (Yang et al., CVPRW 2022), pyiqa ``maniqa``: ViT-B/8 features, transposed attention + Swin blocks,
     KonIQ checkpoint ``ckpt_koniq10k.pt`` (scale 0.8), mean over 20 uniform 224x224 crops; higher is better.
 
-    pyiqa builds its ViT with ``timm.create_model(..., pretrained=True)``; the checkpoint holds the ViT weights, so
-    we build it with ``pretrained=False`` (no download). ``random_init`` takes ``config``: MANIQA arguments plus
-    ``vit`` (timm overrides, e.g. a smaller patch/width for tests).
+    The checkpoint holds the ViT weights, so the ViT is built without its ImageNet download. ``random_init`` takes
+    ``config``: MANIQA arguments plus ``vit`` (timm overrides, e.g. a smaller patch/width for tests).
     """
 
     name = "maniqa"
@@ -172,59 +154,41 @@ class MANIQA(_PyIQAMetric):
     def __init__(self, weights: dict[str, str] | None = None, random_init: bool = False,
                  config: dict[str, Any] | None = None) -> None:
         super().__init__()
-        arch = _pyiqa_module("maniqa", "maniqa_arch")
+        arch = pyiqa_module("maniqa", "maniqa_arch")
         config = dict(config or {})
         vit_overrides = config.pop("vit", {}) if random_init else {}
-        create = arch.timm.create_model
-
-        def offline_create(name: str, pretrained: bool = False, **kwargs: Any) -> torch.nn.Module:  # noqa: ARG001
-            return create(name, pretrained=False, **{**kwargs, **vit_overrides})
-
         path = None
         if not random_init:
-            file = "ckpt_koniq10k.pt"
-            path = resolve_weight("maniqa", weights, ("maniqa",), torch_home() / "pyiqa" / file,
-                                  _PYIQA_WEIGHTS.format(file=file))
+            path = pyiqa_weight("maniqa", weights, "maniqa", "ckpt_koniq10k.pt")
             config = {"train_dataset": "koniq", "scale": 0.8}
-        with torch.random.fork_rng(devices=[]), mock.patch.object(arch.timm, "create_model", offline_create):
-            torch.manual_seed(0)
+        with seeded(), _timm_offline(arch.timm, vit_overrides):
             self.net = arch.MANIQA(pretrained=False, **config)
         if path is not None:
             load_pyiqa_state(self.net, path)
         self.freeze()
 
 
-class NIQE(_PyIQAMetric):
-    """NIQE (Mittal et al., 2013), pyiqa ``niqe``: MVG distance of the image's NSS features to the pristine model
-    ``niqe_modelparameters.mat`` (``mu_prisparam``, ``cov_prisparam``), MATLAB Y channel, 96x96 blocks; lower is
-    better. ``random_init`` draws a pristine model (36-d mean, SPD covariance) from a fixed seed."""
+class NIMA(PyIQAMetric):
+    """NIMA (Talebi & Milanfar, TIP 2018), pyiqa ``nima``: InceptionResNetV2 (timm) features, global average pool, a
+    10-way softmax over the AVA score bins, reported as the mean score ``sum_k k p_k`` (1..10, higher is better).
+    pyiqa resizes the shorter side to 299 (bilinear, antialiased), centre-crops 299 and normalises with mean = std =
+    0.5. Checkpoint ``NIMA_InceptionV2_ava-b0c77c00.pth`` (backbone included). ``random_init`` takes ``config``: NIMA
+    arguments, e.g. a small timm ``base_model_name`` for tests."""
 
-    name = "niqe"
-    higher_is_better = False
+    name = "nima"
 
-    def __init__(self, weights: dict[str, str] | None = None, random_init: bool = False) -> None:
+    def __init__(self, weights: dict[str, str] | None = None, random_init: bool = False,
+                 config: dict[str, Any] | None = None) -> None:
         super().__init__()
-        arch = _pyiqa_module("niqe", "niqe_arch")
+        arch = pyiqa_module("nima", "nima_arch")
+        options: dict[str, Any] = {"base_model_name": "inception_resnet_v2", "num_classes": 10}
+        path = None
         if random_init:
-            import scipy.io
-
-            g = torch.Generator().manual_seed(0)
-            a = torch.randn(36, 36, generator=g, dtype=torch.float64)
-            params = {"mu_prisparam": torch.rand(1, 36, generator=g, dtype=torch.float64).numpy(),
-                      "cov_prisparam": (a @ a.T / 36 + torch.eye(36, dtype=torch.float64)).numpy()}
-            with tempfile.NamedTemporaryFile(suffix=".mat") as f:
-                scipy.io.savemat(f.name, params)
-                self.net = arch.NIQE(test_y_channel=True, pretrained_model_path=f.name)
+            options.update(config or {})
         else:
-            file = "niqe_modelparameters.mat"
-            path = resolve_weight("niqe", weights, ("niqe",), torch_home() / "pyiqa" / file,
-                                  _PYIQA_WEIGHTS.format(file=file))
-            self.net = arch.NIQE(test_y_channel=True, pretrained_model_path=path)
+            path = pyiqa_weight("nima", weights, "nima", "NIMA_InceptionV2_ava-b0c77c00.pth")
+        with seeded(), _timm_offline(arch.timm):
+            self.net = arch.NIMA(pretrained=False, **options)
+        if path is not None:
+            load_pyiqa_state(self.net, path)
         self.freeze()
-
-    @torch.no_grad()
-    def update(self, sr: Tensor, gt: Tensor | None = None) -> Tensor:
-        self.check_pair(sr, gt)
-        if min(sr.shape[-2:]) < 96:
-            raise ValueError(f"niqe needs images of at least 96x96 pixels, got {tuple(sr.shape[-2:])}")
-        return self.net(sr.double()).reshape(sr.shape[0]).double().cpu()

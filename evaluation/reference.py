@@ -1,4 +1,5 @@
-"""Full-reference per-image metrics: PSNR, SSIM (Y channel or RGB), LPIPS, DISTS (the set-level FID: ``fid.py``).
+"""Full-reference per-image metrics: PSNR, SSIM (BasicSR: Y channel or RGB), LPIPS, DISTS (pyiqa's PSNR/SSIM:
+``pixel_pyiqa.py``; the set-level FID: ``fid.py``).
 
 PSNR/SSIM follow BasicSR (``basicsr/metrics/psnr_ssim.py``): float64, optional border crop, Y = BT.601 luma
 ``(16 + 65.481 R + 128.553 G + 24.966 B) / 255``; SSIM uses the 11x11 Gaussian window with sigma 1.5, K1 = 0.01,
@@ -41,12 +42,13 @@ class _PixelMetric(Metric):
 
 
 class PSNR(_PixelMetric):
-    """Peak signal-to-noise ratio ``10 log10(1 / MSE)`` per image (data range 1), on Y (``psnr``) or RGB
-    (``psnr_rgb``); ``inf`` for identical images (as BasicSR)."""
+    """Peak signal-to-noise ratio ``10 log10(1 / MSE)`` per image (data range 1), on BasicSR's Y (``psnr_y_basicsr``)
+    or RGB (``psnr_rgb``: also pyiqa's default ``psnr``, which adds 1e-8 to the MSE); ``inf`` for identical images (as
+    BasicSR)."""
 
     def __init__(self, y_channel: bool = True, crop_border: int = 0) -> None:
         super().__init__(y_channel, crop_border)
-        self.name = "psnr" if y_channel else "psnr_rgb"
+        self.name = "psnr_y_basicsr" if y_channel else "psnr_rgb"
 
     @torch.no_grad()
     def update(self, sr: Tensor, gt: Tensor | None = None) -> Tensor:
@@ -83,11 +85,12 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window: Tensor | None = 
 
 
 class SSIM(_PixelMetric):
-    """Structural similarity (Wang et al. 2004) per image on Y (``ssim``) or RGB (``ssim_rgb``)."""
+    """Structural similarity (Wang et al. 2004) per image on BasicSR's Y (``ssim_y_basicsr``) or RGB (``ssim_rgb``,
+    BasicSR's; pyiqa's ``ssimc`` rounds to integers and differs slightly)."""
 
     def __init__(self, y_channel: bool = True, crop_border: int = 0) -> None:
         super().__init__(y_channel, crop_border)
-        self.name = "ssim" if y_channel else "ssim_rgb"
+        self.name = "ssim_y_basicsr" if y_channel else "ssim_rgb"
         self.register_buffer("window", gaussian_window(11, 1.5), persistent=False)  # (11, 11)
 
     @torch.no_grad()
@@ -125,8 +128,8 @@ class _TrunkOnly:
 
 
 class LPIPSMetric(Metric):
-    """LPIPS v0.1 (Zhang et al. 2018, eq. 1) from the ``lpips`` package: ``net="vgg"`` (``lpips``) or ``"alex"``
-    (``lpips_alex``, pyiqa's default ``lpips``). The trunk comes from a local torchvision weight file (``weights.vgg16``
+    """LPIPS v0.1 (Zhang et al. 2018, eq. 1) from the ``lpips`` package: ``net="vgg"`` (``lpips_vgg``) or ``"alex"``
+    (``lpips_alex``, pyiqa's default ``lpips``, the LPIPS of both papers' tables). The trunk comes from a local torchvision weight file (``weights.vgg16``
     / ``weights.alexnet``, default ``$TORCH_HOME/hub/checkpoints/``); the linear layers ship with ``lpips``.
     ``random_init=True`` keeps lpips' random trunk (tests)."""
 
@@ -136,7 +139,7 @@ class LPIPSMetric(Metric):
 
     def __init__(self, net: str = "vgg", weights: dict[str, str] | None = None, random_init: bool = False) -> None:
         super().__init__()
-        self.name = "lpips" if net == "vgg" else f"lpips_{net}"
+        self.name = f"lpips_{net}"
         key, file = self.FILES[net]
         path = None if random_init else resolve_weight(
             self.name, weights, (key, self.name), torch_home() / "checkpoints" / file, _TV.format(file=file)

@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.core.optimizer import LightningOptimizer, do_nothing_closure
 from torch import Tensor, nn
 
 from losses.protocols import AdversarialLoss
@@ -59,6 +60,12 @@ def batch_scale(batch: dict[str, Any], default: int) -> int:
 class OneStepGANModule(L.LightningModule):
     """Manual-optimisation GAN with gradient accumulation, clipping, a non-finite guard and trainable-only checkpoints.
 
+    **Step axis:** ``trainer.global_step`` counts *generator* optimizer updates only. Discriminator updates go
+    through :meth:`step_uncounted` (the strategy's optimizer step without Lightning's step-progress increment) and
+    are counted in :attr:`discriminator_updates`. So ``max_steps``, ``ModelCheckpoint(every_n_train_steps)``, image
+    logging, the loss schedule (``start_steps``) and the TensorBoard x-axis (every logged scalar carries
+    ``step = global_step``) are all in generator updates. Both counters are saved in checkpoints.
+
     Evaluation (validation, test, predict) restores ``batch["lq"]`` at the scale the batch carries
     (``batch["scale"]``, from its ``EvalSet`` or ``data.predict_scale``); a batch without one is restored at
     :attr:`native_scale`.
@@ -71,7 +78,8 @@ class OneStepGANModule(L.LightningModule):
         gan_weight: weight of the adversarial generator term (TUDSR lambda2 = 0.5, StrSR 0.1).
         disc_weight: weight of the discriminator loss (TUDSR lambda2 = 0.5, StrSR 1).
         r1: optional approximated R1 penalty on real images (StrSR), ``(D, real, real_logits) -> loss``.
-        optimizer_g, optimizer_d: optimizer factories from YAML (``class_path: torch.optim.AdamW``).
+        optimizer_g: the generator's optimizer factory from YAML (``class_path: torch.optim.AdamW``).
+        optimizer_d: the discriminator's optimizer factory, same form.
         accumulate: batches (or chunks) per optimizer step.
         grad_clip: max global grad norm per network (None: off).
         max_skips: consecutive non-finite steps tolerated before the run stops.
@@ -113,6 +121,8 @@ class OneStepGANModule(L.LightningModule):
         self.accumulate = accumulate
         self.grad_clip = grad_clip
         self.guard = NonFiniteGuard(max_skips)
+        #: discriminator optimizer updates applied so far (generator updates: ``trainer.global_step``)
+        self.discriminator_updates = 0
 
     # ---------------------------------------------------------------- parameters and checkpoints
     def generator_parameters(self) -> list[nn.Parameter]:
@@ -135,10 +145,12 @@ class OneStepGANModule(L.LightningModule):
         state = checkpoint["state_dict"]
         checkpoint["state_dict"] = {k: v for k, v in state.items() if k.rsplit(".", 1)[0] + "." in owners}
         checkpoint["guard"] = self.guard.state_dict()
+        checkpoint["updates"] = {"generator": int(self.global_step), "discriminator": int(self.discriminator_updates)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "guard" in checkpoint:
             self.guard.load_state_dict(checkpoint["guard"])
+        self.discriminator_updates = int(checkpoint.get("updates", {}).get("discriminator", 0))
 
     # ---------------------------------------------------------------- loss computations (shared by all schedules)
     @contextmanager
@@ -160,11 +172,18 @@ class OneStepGANModule(L.LightningModule):
             self.discriminator.train(was_training)
 
     def generator_loss(self, sr: Tensor, gt: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """L_G = reconstruction terms + gan_weight * adversarial generator term (TUDSR eq. 8, StrSR eq. 11)."""
+        """L_G = reconstruction terms + gan_weight * adversarial generator term (TUDSR eq. 8, StrSR eq. 11).
+
+        Relativistic losses also need real logits: they are computed under ``no_grad`` in their own pass (the
+        released StrSR ``optimize_generator_image`` does the same), so only the fake pass keeps backbone activations
+        for the backward; real and fake share one augmentation, as in the discriminator step."""
         loss, terms = self.reconstruction(sr, gt, step=self.global_step)
         with self.frozen_discriminator():
             if self.adversarial.needs_real_for_generator:  # relativistic losses (RaGAN)
-                real_logits, fake_logits = self.discriminator.forward_pair(gt, sr)
+                real, fake = self.discriminator.augment(gt, sr)
+                with torch.no_grad():
+                    real_logits = self.discriminator(real, augment=False)
+                fake_logits = self.discriminator(fake, augment=False)
             else:
                 real_logits, fake_logits = None, self.discriminator(sr)
         adv = self.adversarial.generator_loss(fake_logits, real_logits)
@@ -172,21 +191,37 @@ class OneStepGANModule(L.LightningModule):
         return loss + self.gan_weight * adv, terms
 
     def discriminator_loss(self, sr: Tensor, gt: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """L_D = disc_weight * adversarial discriminator term (+ approximated R1); D sees the detached output."""
-        real_logits, fake_logits = self.discriminator.forward_pair(gt, sr.detach())  # one augmentation for both
+        """L_D = disc_weight * adversarial discriminator term (+ approximated R1); D sees the detached output.
+
+        Three backbone passes per update with R1, as released: real, fake, and noisy real; the approximated R1
+        reuses the real logits of the adversarial term (StrSR eq. 8, 9) instead of a second pass on the real
+        images. Real and fake share one augmentation; the R1 noise is added to the augmented real image, so R1
+        compares like with like."""
+        real, fake = self.discriminator.augment(gt, sr.detach())
+        real_logits = self.discriminator(real, augment=False)
+        fake_logits = self.discriminator(fake, augment=False)
         d_adv = self.adversarial.discriminator_loss(real_logits, fake_logits)
         loss = self.disc_weight * d_adv
         terms = {"d_adv": d_adv.detach(),
                  "d_real_logit": torch.stack([r.float().mean() for r in real_logits]).mean().detach(),
                  "d_fake_logit": torch.stack([f.float().mean() for f in fake_logits]).mean().detach()}
         if self.r1 is not None:
-            # R1 compares D(gt) with D(gt + noise) under the same (no) augmentation
-            r1 = self.r1(lambda x: self.discriminator(x, augment=False), gt)
+            r1 = self.r1(lambda x: self.discriminator(x, augment=False), real, real_logits=real_logits)
             loss = loss + r1
             terms["d_r1"] = r1.detach()
         return loss, terms
 
     # ---------------------------------------------------------------- optimisation
+    def step_uncounted(self, optimizer: LightningOptimizer | torch.optim.Optimizer) -> None:
+        """Apply ``optimizer`` without advancing ``trainer.global_step``: the discriminator's update.
+
+        ``LightningOptimizer.step`` is the strategy's ``optimizer_step`` (precision plugin, DDP / FSDP, the
+        ``on_before_optimizer_step`` hooks) wrapped in the manual-optimisation loop's progress increment, which is
+        what ``global_step`` reads. Calling the strategy directly keeps everything but that increment, so the
+        update is the same under every strategy and only generator updates count as steps."""
+        raw = optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer
+        self.trainer.strategy.optimizer_step(raw, closure=do_nothing_closure)
+
     def _optimize(self, which: str, loss: Tensor, terms: dict[str, Tensor], step_now: bool) -> bool:
         """Backward ``loss / accumulate``; on ``step_now`` clip, step and zero the grads. Returns True if stepped.
 
@@ -205,26 +240,41 @@ class OneStepGANModule(L.LightningModule):
         if self.guard.check_grads(which, params):
             if self.grad_clip:
                 self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
-            opt.step()
+            if which == "g":
+                opt.step()  # advances trainer.global_step: the step axis counts generator updates
+            else:
+                self.step_uncounted(opt)
+                self.discriminator_updates += 1
             stepped = True
         opt.zero_grad(set_to_none=True)
         self.guard.end_step(which, stepped)
-        self.log(f"train/{which}_skipped_steps", float(self.guard.total_skips[which]), on_step=True)
         return stepped
 
     def generator_update(self, sr: Tensor, gt: Tensor, step_now: bool) -> dict[str, Tensor]:
         loss, terms = self.generator_loss(sr, gt)
         self._optimize("g", loss, terms, step_now)
-        return {"g_total": loss.detach(), **terms}
+        return {"g_total": loss.detach(), **terms, "g_skipped_steps": self._skips("g", loss)}
 
     def discriminator_update(self, sr: Tensor, gt: Tensor, step_now: bool) -> dict[str, Tensor]:
         loss, terms = self.discriminator_loss(sr, gt)
         self._optimize("d", loss, terms, step_now)
-        return {"d_total": loss.detach(), **terms}
+        return {"d_total": loss.detach(), **terms, "d_skipped_steps": self._skips("d", loss)}
+
+    def _skips(self, which: str, like: Tensor) -> Tensor:
+        return torch.tensor(float(self.guard.total_skips[which]), device=like.device)
 
     def log_terms(self, terms: dict[str, Tensor], batch_size: int) -> None:
+        """Log the loss terms of this batch with ``step = global_step``: Lightning takes a logged ``step`` as the
+        logger's x-axis (instead of its count of batches), so TensorBoard scalars are over generator updates."""
+        if not terms:
+            return
         self.log_dict({f"train/{k}": v.float() for k, v in terms.items()}, on_step=True, prog_bar=False,
                       batch_size=batch_size)
+        self.log("step", float(self.global_step), on_step=True, batch_size=batch_size)
+
+    def on_validation_epoch_end(self) -> None:
+        """Evaluation scalars (logged by the evaluation callback at the end of the epoch) on the same axis."""
+        self.log("step", float(self.global_step), sync_dist=True)  # the same on every rank
 
     def batch_counter(self, batch_idx: int) -> int:
         """Training batches seen so far, continuous across epochs and resumes (``batch_idx`` restarts each epoch,

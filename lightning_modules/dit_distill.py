@@ -21,10 +21,19 @@ class DiTDistillModule(OneStepGANModule):
     ``VLMCondition(vlm=None, feature_dim=...)``, so the VLM is never loaded (validation and prediction still need a
     VLM). One fixed LR view per image: see :mod:`datamodules.feature_cache`. The module never opens files.
 
+    Step axis (see :class:`OneStepGANModule`): ``global_step`` counts generator updates. With ``alternate``, each
+    pair of batches is one discriminator update (even batch) then one generator update (odd batch), so every
+    completed pair ends on its generator update: ``max_steps: 60000`` makes 60,000 G and 60,000 D updates and
+    FDL's ``start_steps: 40000`` applies from generator update 40,001 on (after 40,000 updates), the released
+    schedule (its counter advances once per G/D pair; stage 2 resumes from ``checkpoint-40000`` with FDL on). The
+    released loop runs G first; with G first the run would end on a generator update and miss its last D update.
+    A pair's loss terms (D and G) are logged together on its generator batch, at ``step`` = generator updates.
+
     Args:
         alternate: True (released code): generator and discriminator update on alternating batches (even batch:
-            G, odd batch: D); False: both on every batch.
-        tile, tile_overlap: pixel tiles of the evaluation forward (StrSR inference: 1024, 64).
+            D, odd batch: G); False: both on every batch (G, then D on the same output).
+        tile: pixel tile size of the evaluation forward (StrSR inference: 1024).
+        tile_overlap: overlap of neighbouring evaluation tiles in pixels (StrSR inference: 64).
         **kwargs: see :class:`OneStepGANModule` (StrSR: lr_G 5e-6, lr_D 1e-6, weight decay 0.01, clip 1.0).
     """
 
@@ -36,6 +45,7 @@ class DiTDistillModule(OneStepGANModule):
         self.alternate = alternate
         self.tile = tile
         self.tile_overlap = tile_overlap
+        self._pair_terms: dict[str, Tensor] = {}  # D terms of the running pair, logged with its G terms
 
     def cond_features(self, batch: dict[str, Tensor]) -> Tensor | None:
         """The batch's cached condition features (B, L, D), checked against the condition's width; ``None``: the
@@ -56,20 +66,22 @@ class DiTDistillModule(OneStepGANModule):
         counter = self.batch_counter(batch_idx)
         window = counter // 2 if self.alternate else counter
         step_now = (window + 1) % self.accumulate == 0
-        do_g = not self.alternate or counter % 2 == 0
-        do_d = not self.alternate or counter % 2 == 1
-        terms: dict[str, Tensor] = {}
+        do_d = not self.alternate or counter % 2 == 0
+        do_g = not self.alternate or counter % 2 == 1
         if do_g:
+            fdl_on = "fdl" in self.reconstruction.terms and self.reconstruction.active("fdl", self.global_step)
             sr = self.generator(lq_up, batch["lq"], cond_features=cond)
-            terms |= self.generator_update(sr, gt, step_now)
+            terms = {**self.generator_update(sr, gt, step_now), "fdl_active": gt.new_tensor(float(fdl_on))}
+            if self.alternate:
+                terms = {**self._pair_terms, **terms}
+                self._pair_terms = {}
+            else:
+                terms |= self.discriminator_update(sr, gt, step_now)
+            self.log_terms(terms, batch_size=gt.shape[0])
         else:  # discriminator-only batch: the generator output is not differentiated
             with torch.no_grad():
                 sr = self.generator(lq_up, batch["lq"], cond_features=cond)
-        if do_d:
-            terms |= self.discriminator_update(sr, gt, step_now)
-        self.log_terms(terms, batch_size=gt.shape[0])
-        fdl_on = float(self.reconstruction.active("fdl", self.global_step)) if "fdl" in self.reconstruction.terms else 0.0
-        self.log("train/fdl_active", fdl_on, on_step=True)
+            self._pair_terms = self.discriminator_update(sr, gt, step_now)
         return {"lq": lq_up.detach(), "sr": sr.detach(), "gt": gt.detach()}
 
     def infer(self, lq: Tensor, scale: int) -> Tensor:

@@ -15,7 +15,8 @@ class Stage1Module(OneStepGANModule):
     ``lambda2 (L_real + L_fake)`` with the *detached* output, on the same batch. Both networks step every
     ``accumulate`` batches (paper: batch 1, accumulation 4).
 
-    Lightning counts every optimizer step, so one accumulation window advances ``global_step`` by 2 (G and D).
+    ``global_step`` counts generator updates (:class:`OneStepGANModule`): one accumulation window advances it by 1
+    and makes one G and one D update.
     """
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_modules.base import OneStepGANModule
+from models.errors import ConfigError
 from models.inference.tudsr import TUDSRPipeline
-from models.pretrained import require_file
+from models.pretrained import WeightArg, declare_weights, require_file
 from models.resize import bicubic_upsample
 
 
@@ -19,7 +20,7 @@ def chunk_grid(x: Tensor, size: int) -> Iterator[tuple[int, int, Tensor]]:
     """Non-overlapping ``size x size`` chunks, left to right, top to bottom (eq. 11). Yields (row, col, chunk)."""
     h, w = x.shape[-2:]
     if h % size or w % size:
-        raise ValueError(
+        raise ConfigError(
             f"stage 2 chunking: image size {h}x{w} is not divisible by the chunk size R={size}; "
             f"set data.crop_size to a multiple of R (N*R for the paper's N^2 chunks)"
         )
@@ -28,16 +29,26 @@ def chunk_grid(x: Tensor, size: int) -> Iterator[tuple[int, int, Tensor]]:
             yield top // size, left // size, x[..., top : top + size, left : left + size]
 
 
+@declare_weights(stage1_adapter=WeightArg(
+    "TUDSR stage-1 adapter", file=True,
+    how="train stage 1 first (python main.py fit --config configs/stage1.yaml, or configs/demo/stage1.yaml) and "
+        "point this key at its runs/<run>/version_<N>/export/stage1.safetensors"))
 class Stage2Module(OneStepGANModule):
     """Algorithm 2. The stage-1 adapter is loaded from its exported file and frozen; a second named adapter in the
     *same* UNet is trained at ``t2``. Per batch: ``m = G1(x_L, t1)`` under no_grad, ``y_L = bilinear_xN(m)``,
     ``y_L`` and ``y_H`` cut into R x R chunks; for each chunk a generator forward, loss, backward and step, then a
     discriminator step on that chunk. Nothing from earlier chunks stays alive, so peak memory is one chunk's.
+    ``global_step`` counts generator updates (:class:`OneStepGANModule`): N^2 per batch with per-chunk steps and no
+    accumulation.
 
     Args:
         stage1_adapter: path of the stage-1 adapter exported by stage 1 (diffusers/peft LoRA safetensors).
         stage1_name: adapter name of the stage-1 LoRA inside the UNet.
         t1: stage-1 timestep (200).
+        m: upsampling factor M of the LQ before the stage-1 pass: the batch's LQ must be (H / N) / M per side.
+            The paper trains on "the LQ image x_L with the resolution of R^2" and leaves the LQ's own scale open:
+            2 with a x4 degradation is M2N2 (256 -> 512 -> 1024, the x4 inference path), 4 with a x8 degradation
+            is M4N2 (128 -> 512 -> 1024, the x8 inference path). ``None``: whatever the LQ size gives.
         n: upsampling factor N between the two passes (2).
         chunk: chunk size R (512); the GT crop must be a multiple of R.
         per_chunk_step: the paper's per-chunk stepping (default); False accumulates all chunks of a batch (summed
@@ -51,6 +62,7 @@ class Stage2Module(OneStepGANModule):
         stage1_adapter: str,
         stage1_name: str = "stage1",
         t1: int = 200,
+        m: int | None = 2,
         n: int = 2,
         chunk: int = 512,
         per_chunk_step: bool = True,
@@ -59,6 +71,9 @@ class Stage2Module(OneStepGANModule):
         super().__init__(*args, **kwargs)
         self.stage1_name = stage1_name
         self.t1 = t1
+        if m is not None and m < 1:
+            raise ValueError(f"stage 2: M must be a positive integer, got {m}")
+        self.m = m
         self.n = n
         self.chunk = chunk
         self.per_chunk_step = per_chunk_step
@@ -81,8 +96,15 @@ class Stage2Module(OneStepGANModule):
         gt = batch["gt"]  # (B, 3, N*R, N*R)
         h, w = gt.shape[-2:]
         if h % self.n or w % self.n:
-            raise ValueError(f"stage 2: GT size {h}x{w} is not divisible by N={self.n}")
-        m = self.stage1_output(batch["lq"], (h // self.n, w // self.n))  # (B, 3, H/N, W/N)
+            raise ConfigError(f"stage 2: GT size {h}x{w} (data.crop_size) is not divisible by N={self.n}")
+        lq = batch["lq"]  # (B, 3, H/(N*M), W/(N*M))
+        if self.m is not None and tuple(lq.shape[-2:]) != (h // self.n // self.m, w // self.n // self.m):
+            raise ConfigError(
+                f"stage 2 with M={self.m}, N={self.n}: a {h}x{w} GT needs a {h // self.n // self.m}x"
+                f"{w // self.n // self.m} LQ (degradation scale M*N={self.m * self.n}), got "
+                f"{lq.shape[-2]}x{lq.shape[-1]}; set data.degradation.init_args.scale to {self.m * self.n}"
+            )
+        m = self.stage1_output(lq, (h // self.n, w // self.n))  # (B, 3, H/N, W/N)
         y_l = F.interpolate(m, scale_factor=self.n, mode="bilinear", align_corners=False).clamp(0, 1)  # (B, 3, H, W)
         gt_chunks = {(r, c): g for r, c, g in chunk_grid(gt, self.chunk)}
         n_chunks = len(gt_chunks)

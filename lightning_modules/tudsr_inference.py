@@ -11,9 +11,16 @@ from torch import Tensor, nn
 
 from lightning_modules.base import batch_scale
 from models.inference.tudsr import TUDSRPipeline
-from models.pretrained import require_file
+from models.pretrained import WeightArg, declare_weights, require_file
 
 
+@declare_weights(
+    adapter1=WeightArg("TUDSR stage-1 adapter", file=True,
+                       how="train stage 1 (python main.py fit --config configs/stage1.yaml, or configs/demo/stage1.yaml) "
+                           "and point this key at its runs/<run>/version_<N>/export/stage1.safetensors"),
+    adapter2=WeightArg("TUDSR stage-2 adapter", file=True,
+                       how="train stage 2 (python main.py fit --config configs/stage2.yaml, or configs/demo/stage2.yaml) "
+                           "and point this key at its runs/<run>/version_<N>/export/stage2.safetensors"))
 class TUDSRInference(L.LightningModule):
     """x -> up xM -> G(adapter 1, t1) -> bilinear xN -> G(adapter 2, t2); x4 = M2N2, x8 = M4N2.
 
@@ -28,8 +35,10 @@ class TUDSRInference(L.LightningModule):
 
     Args:
         generator: ``OneStepSDGenerator`` built without a trainable adapter (``lora: null``).
-        adapter1, adapter2: exported adapter files (stage 1, stage 2), loaded frozen as ``pipeline.adapter1`` /
-            ``pipeline.adapter2``.
+        adapter1: the stage-1 adapter file exported by a stage-1 run (``runs/<run>/version_<N>/export/
+            stage1.safetensors``), loaded frozen as ``pipeline.adapter1``.
+        adapter2: the stage-2 adapter file exported by a stage-2 run, loaded frozen as ``pipeline.adapter2``;
+            ``null`` with ``pipeline.adapter2: null`` runs stage 1 only.
         pipeline: builds the pipeline around ``generator``. YAML: ``class_path: models.inference.tudsr.TUDSRPipeline``
             with its ``init_args`` (all but the generator); Python: ``functools.partial(TUDSRPipeline, m=4)``.
         channels_last: store the UNet and VAE convolutions channels-last (faster convolutions on GPUs).

@@ -86,24 +86,37 @@ class SoftLabelBCE(nn.Module):
 
 
 class RaGAN(nn.Module):
-    """Relativistic average GAN, per level, levels summed (StrSR eq. 7, as the released StrSR/HYPIR code
-    computes it, including its factor 1/2)::
+    """Relativistic average GAN, per level, levels summed (StrSR eq. 7)::
 
-        D: (BCE(r - E_B[f], 1) + BCE(f - E_B[r], 0)) / 2
-        G: (BCE(f - E_B[r], 1) + BCE(r - E_B[f], 0)) / 2,   real logits detached for G
+        D: s * (BCE(r - E_B[f], 1) + BCE(f - E_B[r], 0))
+        G: s * (BCE(f - E_B[r], 1) + BCE(r - E_B[f], 0)),   real logits detached for G
+
+    ``form="released"`` (default): s = 1/2, as the released StrSR code computes it (jkwang28/StrSR,
+    ``HYPIR/trainer/base.py``, ``relativistic_{generator,discriminator}_loss``, inherited from HYPIR).
+    ``form="paper"``: s = 1, eq. 7 as printed (the sum of the two expectations), i.e. twice the released terms: the
+    same as doubling ``gan_weight`` and the discriminator's loss scale.
 
     ``E_B`` is the mean over the **batch dimension only** (``mean(dim=0, keepdim=True)``), so patch maps keep
     their spatial layout: position (i, j) of a real map is compared with the batch mean at (i, j) of the fake
     maps, as the released code does. BCE averages over batch and space.
+
+    Args:
+        form: ``"released"`` (the 1/2 of the released code) or ``"paper"`` (eq. 7 without it).
     """
 
     needs_real_for_generator = True  # the generator term compares fakes with (detached) reals
 
-    @staticmethod
-    def _level(a: Tensor, b: Tensor) -> Tensor:
-        """(BCE(a - E_B[b], 1) + BCE(b - E_B[a], 0)) / 2: ``a`` is pushed up relative to ``b``."""
+    def __init__(self, form: Literal["released", "paper"] = "released") -> None:
+        super().__init__()
+        if form not in ("released", "paper"):
+            raise ValueError(f"form must be 'released' or 'paper', got {form!r}")
+        self.form = form
+        self.scale = 0.5 if form == "released" else 1.0
+
+    def _level(self, a: Tensor, b: Tensor) -> Tensor:
+        """s * (BCE(a - E_B[b], 1) + BCE(b - E_B[a], 0)): ``a`` is pushed up relative to ``b``."""
         a, b = a.float(), b.float()
-        return (_bce(a - b.mean(dim=0, keepdim=True), 1.0) + _bce(b - a.mean(dim=0, keepdim=True), 0.0)) / 2
+        return self.scale * (_bce(a - b.mean(dim=0, keepdim=True), 1.0) + _bce(b - a.mean(dim=0, keepdim=True), 0.0))
 
     def generator_loss(self, fake_logits: list[Tensor], real_logits: list[Tensor] | None = None) -> Tensor:
         if real_logits is None:

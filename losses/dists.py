@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.pretrained import MissingWeightsError, Source, freeze, load_state_dict_file
-from losses.vgg import FrozenLoss, ImageNetNormalize, build_vgg_features, split_stages, stage_channels
+from models.pretrained import MissingWeightsError, Source, WeightArg, declare_weights, freeze, load_state_dict_file
+from losses.vgg import (VGG16_WEIGHTS, FrozenLoss, ImageNetNormalize, build_vgg_features, split_stages,
+                        stage_channels)
 
 __all__ = ["DISTS", "L2Pool", "DISTS_CHANNELS", "load_alpha_beta", "random_alpha_beta"]
 
@@ -70,6 +71,10 @@ def load_alpha_beta(path: str) -> tuple[Tensor, Tensor]:
     return alpha.detach().float().reshape(1, n, 1, 1), beta.detach().float().reshape(1, n, 1, 1)
 
 
+@declare_weights(vgg=VGG16_WEIGHTS, alpha_beta=WeightArg(
+    "DISTS alpha/beta", file=True,
+    how="curl -L --create-dirs -o {path} "
+        "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/DISTS_weights-f5e65c96.pth"))
 class DISTS(FrozenLoss):
     """Deep Image Structure and Texture Similarity, as the official ``DISTS_pytorch`` computes it.
 

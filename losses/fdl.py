@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.pretrained import Source, freeze
-from losses.vgg import FrozenLoss, ImageNetNormalize, build_vgg_features, split_stages, stage_channels
+from models.pretrained import Source, declare_weights, freeze
+from losses.pixel import PixelRange, to_pixel_range
+from losses.vgg import (VGG19_WEIGHTS, FrozenLoss, ImageNetNormalize, build_vgg_features, split_stages,
+                        stage_channels)
 
 __all__ = ["FDL", "FDL_CHANNELS", "sliced_wasserstein"]
 
@@ -34,6 +36,7 @@ def sliced_wasserstein(a: Tensor, b: Tensor, projections: Tensor) -> Tensor:
     return (pa - pb).abs().mean(dim=(1, 2))  # (B,)
 
 
+@declare_weights(vgg=VGG19_WEIGHTS)
 class FDL(FrozenLoss):
     """Frequency Distribution Loss: for each VGG19 layer l in relu1_2 ... relu5_4 (ImageNet-normalised input),
     ``F = FFT2(phi_l)`` over (H, W) and ``FDL = sum_l SW(|F_x|, |F_y|) + phase_weight * SW(angle F_x, angle F_y)``,
@@ -46,6 +49,11 @@ class FDL(FrozenLoss):
     Minimum input size: relu5_4 sits at 1/16 resolution and must hold one ``patch_size`` patch, so
     ``min(H, W) >= 16 * patch_size`` (80 px for the default 5); smaller inputs raise ``ValueError``.
 
+    Input range: images arrive in [0, 1] and are mapped to ``pixel_range`` before the ImageNet normalisation. The
+    released StrSR feeds [-1, 1] images to its FDL (jkwang28/StrSR ``HYPIR/trainer/base.py``:
+    ``self.fdl_loss(x, self.batch_inputs.gt)`` with ``gt = GT * 2 - 1``), whose VGG normalisation expects [0, 1];
+    ``"-1,1"`` (default) reproduces that input, ``"0,1"`` gives the VGG the range it was trained on.
+
     Args:
         vgg: VGG19 source (torchvision ``vgg19`` state-dict file, or ``config={}``; ``config={"width": w}`` for a
             narrow random trunk, tests only).
@@ -53,6 +61,7 @@ class FDL(FrozenLoss):
         patch_size: projection filter size (5).
         phase_weight: weight of the phase term (1.0).
         seed: seed of the projections.
+        pixel_range: ``"-1,1"`` (default, as released) or ``"0,1"``: the range the VGG normalisation receives.
     """
 
     def __init__(
@@ -62,8 +71,11 @@ class FDL(FrozenLoss):
         patch_size: int = 5,
         phase_weight: float = 1.0,
         seed: int = 0,
+        pixel_range: PixelRange = "-1,1",
     ) -> None:
         super().__init__()
+        to_pixel_range(torch.zeros(()), pixel_range)  # validates the name
+        self.pixel_range = pixel_range
         features = build_vgg_features(vgg, "vgg19", component="VGG19 (FDL)")
         self.normalize = ImageNetNormalize()
         self.stages = split_stages(features, 5)
@@ -95,9 +107,10 @@ class FDL(FrozenLoss):
         return getattr(self, f"proj_{index}")
 
     def features(self, x: Tensor) -> list[Tensor]:
-        """VGG19 [relu1_2 (B,64,H,W), relu2_2, relu3_4, relu4_4, relu5_4 (B,512,H/16,W/16)]."""
+        """x (B, 3, H, W) in [0, 1] -> VGG19 [relu1_2 (B,64,H,W), relu2_2, relu3_4, relu4_4, relu5_4
+        (B,512,H/16,W/16)] of ``normalize(x mapped to pixel_range)``."""
         feats = []
-        h = self.normalize(x)
+        h = self.normalize(to_pixel_range(x, self.pixel_range))
         for stage in self.stages:
             h = stage(h)
             feats.append(h)

@@ -11,8 +11,8 @@ from unittest import mock
 import torch
 from torch import Tensor, nn
 
-from models.pretrained import MissingWeightsError, Source, freeze
-from losses.vgg import FrozenLoss, build_vgg_features, stage_channels
+from models.pretrained import MissingWeightsError, Source, WeightArg, declare_weights, freeze
+from losses.vgg import VGG16_WEIGHTS, FrozenLoss, build_vgg_features, stage_channels
 
 __all__ = ["LPIPS"]
 
@@ -33,6 +33,7 @@ class _Trunk:
         return SimpleNamespace(features=self.features)
 
 
+@declare_weights(vgg=VGG16_WEIGHTS, lin_path=WeightArg("LPIPS linear layers", file=True))
 class LPIPS(FrozenLoss):
     """LPIPS v0.1 with the VGG16 trunk: ``sum_l mean_hw || w_l * (phi_l(x) - phi_l(y)) ||^2`` on unit-normalised
     relu1_2 ... relu5_3 features (Zhang et al. eq. 1).
@@ -62,6 +63,9 @@ class LPIPS(FrozenLoss):
         with warnings.catch_warnings(), mock.patch.object(lpips.pretrained_networks, "tv", _Trunk(features)):
             warnings.simplefilter("ignore")
             self.net = lpips.LPIPS(net="vgg", version="0.1", pnet_rand=True, model_path=lin_path, verbose=False)
+        # lpips makes its input scaling constants with torch.Tensor([...]), on the CPU whatever the default device:
+        # keep them with the trunk (a model built under torch.device("meta") or "cuda")
+        self.net.scaling_layer.to(next(features.parameters()).device)
         for lin, channels in zip(self.net.lins, stage_channels(features, 5)):
             conv = lin.model[-1]  # (1, C, 1, 1) 1x1 conv; narrow trunk: its first ``channels`` weights
             if conv.in_channels != channels:

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from models.pretrained import Source, freeze, load_or_build, load_state_dict_file, missing_weights
+from models.pretrained import Source, WeightArg, freeze, load_or_build, load_state_dict_file, missing_weights
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -38,6 +38,12 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _CFG_NAME = {"vgg16": "D", "vgg19": "E"}
+
+#: The ImageNet weights of torchvision's VGG16 / VGG19 (declared by the losses that take a ``vgg`` source).
+VGG16_WEIGHTS = WeightArg("VGG16 ImageNet weights (torchvision)",
+                          how="curl -L --create-dirs -o {path} https://download.pytorch.org/models/vgg16-397923af.pth")
+VGG19_WEIGHTS = WeightArg("VGG19 ImageNet weights (torchvision)",
+                          how="curl -L --create-dirs -o {path} https://download.pytorch.org/models/vgg19-dcbb9e9d.pth")
 
 
 class FrozenLoss(nn.Module):

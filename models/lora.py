@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from models.safetensors_io import save_safetensors
+
 __all__ = [
     "LORA_WEIGHT_NAME",
     "LoraConfig",
@@ -168,7 +170,6 @@ def save_adapter(model: nn.Module, adapter_name: str, path: str | os.PathLike, p
     (as ``save_lora_adapter`` does). ``prefix`` (e.g. ``"unet"``, the pipelines' convention) prefixes every key and
     metadata entry; the default ``None`` matches ``load_lora_adapter(..., prefix=None)``.
     """
-    from safetensors.torch import save_file
 
     state = {k: v.detach().to("cpu").contiguous() for k, v in adapter_state_dict(model, adapter_name).items()}
     config = model.peft_config[adapter_name].to_dict()
@@ -179,7 +180,7 @@ def save_adapter(model: nn.Module, adapter_name: str, path: str | os.PathLike, p
     metadata = {"format": "pt", _METADATA_KEY: json.dumps(config, indent=2, sort_keys=True, default=str)}
     file = _file_path(path)
     file.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(file), metadata=metadata)
+    save_safetensors(state, file, metadata=metadata)
     return file
 
 

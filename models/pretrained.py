@@ -9,11 +9,15 @@ YAML by a :class:`Source` holding *exactly one* of
   weights. Tests and the demo use this with tiny configs, so they build the *same classes* as real runs.
 
 A missing weight never surfaces as a stack trace from deep inside a library: :func:`load_or_build` turns it into
-one :class:`MissingWeightsError` naming the component, what was tried and how to provide it.
+one :class:`MissingWeightsError` naming the component, what was tried and how to provide it. Before anything is
+built, the command line lists *every* missing component of a config at once: it finds the :class:`Source` entries
+of the config and the constructor arguments that classes declare as weights with :func:`declare_weights`, and
+checks them offline (:func:`hub_cached`, local paths).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,20 +27,34 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from models.errors import UserError, user_error_cause
+
 T = TypeVar("T")
 
 __all__ = [
     "MissingWeightsError",
     "Source",
+    "WeightArg",
+    "WeightFileError",
+    "declare_weights",
+    "declared_weights",
+    "hub_cached",
+    "hub_command",
     "hub_offline",
     "load_or_build",
     "freeze",
     "resolve_dtype",
 ]
 
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
-class MissingWeightsError(RuntimeError):
+
+class MissingWeightsError(UserError, RuntimeError):
     """A pretrained component could not be found locally. The message says what and how to fix it."""
+
+
+class WeightFileError(UserError, ValueError):
+    """A weight file exists but cannot be read (truncated, not a safetensors/torch file). The message names it."""
 
 
 @dataclass
@@ -48,6 +66,7 @@ class Source:
         subfolder: subfolder inside a diffusers-style repository (``unet``, ``vae``, ...).
         config: architecture config for random initialisation (tests, demo, benchmarks).
         revision: optional hub revision.
+        extra: reserved, read by no loader; saved run configs carry it as ``{}``.
     """
 
     pretrained: str | None = None
@@ -80,8 +99,93 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
-def _looks_like_hub_id(name: str) -> bool:
-    return name.count("/") == 1 and not name.startswith((".", "/", "~"))
+def looks_like_hub_id(name: str) -> bool:
+    """``org/name`` and not a path: no leading ``.``, ``/`` or ``~``, and no weight-file suffix
+    (``weights/vgg16-397923af.pth`` is a local file)."""
+    return (name.count("/") == 1 and not name.startswith((".", "/", "~"))
+            and not name.lower().endswith(WEIGHT_SUFFIXES))
+
+
+_looks_like_hub_id = looks_like_hub_id
+
+
+def hub_command(*args: str) -> str:
+    """The command of the installed Hugging Face hub client: ``hf <args>`` (huggingface_hub 0.34 and later ship
+    ``hf``), else the older ``huggingface-cli <args>``. ``hub_command("download", id)``, ``hub_command("login")``
+    (``hf auth login``)."""
+    try:
+        has_hf = importlib.util.find_spec("huggingface_hub.cli.hf") is not None
+    except ImportError:  # huggingface_hub without a cli package
+        has_hf = False
+    if has_hf:
+        args = ("auth", "login") if args == ("login",) else args
+        return " ".join(("hf", *args))
+    return " ".join(("huggingface-cli", *args))
+
+
+def hub_cache_dir() -> Path:
+    """The hub cache this process reads, from the environment at call time (``HF_HUB_CACHE``, else
+    ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.path.expanduser(os.environ["HF_HUB_CACHE"]))
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def hub_cached(repo_id: str, subfolder: str | None = None, revision: str | None = None) -> bool:
+    """Whether the local hub cache holds a snapshot of ``repo_id`` (``revision``, default ``main``) with a
+    non-empty ``subfolder`` (or any file without one). Reads the cache folder only: never the network."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        root = Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), local_files_only=True))
+    except Exception:  # noqa: BLE001 - LocalEntryNotFoundError, a malformed id or cache: not there
+        return False
+    folder = root / subfolder if subfolder else root
+    return folder.is_dir() and any(folder.iterdir())
+
+
+# ------------------------------------------------------------------ what is a weight: declared next to the classes
+@dataclass(frozen=True)
+class WeightArg:
+    """A constructor argument that names weights, as its class declares it (:func:`declare_weights`).
+
+    Args:
+        component: what it is, for messages (``"VGG16 ImageNet weights (DISTS)"``).
+        how: a shell command that provides a missing one; ``{path}`` stands for the configured path.
+        file: the argument is a file path (``str``); otherwise it is a :class:`Source`.
+    """
+
+    component: str
+    how: str | None = None
+    file: bool = False
+
+
+_DECLARED: dict[type, dict[str, WeightArg]] = {}
+
+
+def declare_weights(**args: WeightArg) -> Callable[[type[T]], type[T]]:
+    """Class decorator: the constructor arguments of the class that hold weights (a :class:`Source` or a file).
+
+    The command line checks them, with every other :class:`Source` of a config, before anything is built::
+
+        @declare_weights(alpha_beta=WeightArg("DISTS alpha/beta", how="curl -L -o {path} <url>", file=True))
+        class DISTS(nn.Module): ...
+    """
+
+    def register(cls: type[T]) -> type[T]:
+        _DECLARED[cls] = dict(args)
+        return cls
+
+    return register
+
+
+def declared_weights(cls: type) -> dict[str, WeightArg]:
+    """The weight arguments ``cls`` and its base classes declare (a subclass's declaration wins)."""
+    out: dict[str, WeightArg] = {}
+    for klass in reversed(getattr(cls, "__mro__", ())):
+        out.update(_DECLARED.get(klass, {}))
+    return out
 
 
 def _how_to_provide(component: str, source: Source, yaml_key: str | None) -> str:
@@ -89,9 +193,9 @@ def _how_to_provide(component: str, source: Source, yaml_key: str | None) -> str
     lines = []
     if source.pretrained and _looks_like_hub_id(source.pretrained):
         lines.append(
-            f"  - on a machine with network: `huggingface-cli download {source.pretrained}` "
-            "(gated repositories need `huggingface-cli login` and accepted terms), then copy the hub cache "
-            "(~/.cache/huggingface/hub or $HF_HOME) here; or"
+            f"  - on a machine with network: `{hub_command('download', source.pretrained)}` "
+            f"(gated repositories need `{hub_command('login')}` and accepted terms), then copy the hub cache "
+            "(~/.cache/huggingface/hub or $HF_HOME/hub) here; or"
         )
         lines.append("  - allow downloads on this machine with HF_HUB_OFFLINE=0; or")
     lines.append(f"  - point `{key}` at a local folder/file holding the weights; or")
@@ -208,24 +312,39 @@ def from_hf(
     return load_or_build(component, source, load, build, yaml_key)
 
 
+def check_weight_file(component: str, path: str | os.PathLike) -> None:
+    """Raise :class:`WeightFileError` naming ``path`` if a ``.safetensors`` file's header cannot be read (truncated,
+    empty, not safetensors). Other formats are read by their loaders."""
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(p), framework="pt") as handle:
+            handle.keys()
+    except Exception as err:  # noqa: BLE001 - SafetensorError, OSError: the file is unusable either way
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightFileError(
+            f"{component}: '{path}' is not a readable safetensors file ({reason}); export it again or point the "
+            "config at another file"
+        ) from None
+
+
 def require_file(component: str, path: str) -> str:
-    """Return ``path`` (``~`` expanded) if it is a file, else raise :class:`MissingWeightsError` naming ``component``."""
+    """Return ``path`` (``~`` expanded) if it is a readable file, else raise :class:`MissingWeightsError` (no
+    file) or :class:`WeightFileError` (unreadable) naming ``component``."""
     p = Path(os.path.expanduser(path))
     if not p.is_file():
         raise MissingWeightsError(
-            f"Missing weights for {component}: no file at '{path}'. Train it first (the demo chain writes it under "
-            "runs/<run>/export/) or point the config at an exported file."
+            f"Missing weights for {component}: no file at '{path}'. Train it first (each training run writes it "
+            "under runs/<run>/version_<N>/export/) or point the config at an exported file."
         )
+    check_weight_file(component, p)
     return str(p)
 
 
 def missing_weights_cause(err: BaseException | None) -> MissingWeightsError | None:
-    """The MissingWeightsError behind ``err``: jsonargparse re-raises errors of nested class instantiation as
-    ``ValueError: Does not validate against any of the Union subtypes`` (the original stays in the chain)."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, MissingWeightsError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
+    """The MissingWeightsError behind ``err`` (see :func:`models.errors.user_error_cause`)."""
+    found = user_error_cause(err)
+    return found if isinstance(found, MissingWeightsError) else None

@@ -88,6 +88,11 @@ class Discriminator(Protocol):
         """Logits of ``real`` and ``fake`` (same shape) under one identical augmentation: (real levels, fake levels)."""
         ...
 
+    def augment(self, *images: Tensor) -> tuple[Tensor, ...]:
+        """The configured augmentation with one set of random parameters applied to every image (identity when
+        off); pair it with ``forward(..., augment=False)`` to run real and fake in separate passes."""
+        ...
+
     def trainable_named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """The heads' parameters, named as in ``named_parameters()``."""
         ...

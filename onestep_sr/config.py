@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from models.errors import UserError
+
 __all__ = ["COMPOSE_KEY", "ComposeError", "expand_args", "expand_config", "load_config"]
 
 COMPOSE_KEY = "compose"
@@ -32,7 +34,7 @@ CONFIG_FLAGS = ("--config", "-c")  # LightningCLI's config option and its short 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-class ComposeError(ValueError):
+class ComposeError(UserError, ValueError):
     """A ``compose`` entry that is missing, malformed or part of a cycle (the message names the file and entry)."""
 
 

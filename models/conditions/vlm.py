@@ -1,13 +1,14 @@
 """Frozen Qwen3-VL condition encoder E_VLM of StrSR (paper sec. 3.2, eq. 5).
 
-The VLM sees the *raw LR image* (before the bicubic resize-back) with a fixed "describe this image" prompt. One
-forward pass, no generation: the last hidden state is kept at the text-token positions only (every position that is
-not an image token, i.e. chat-template, vision start/end and prompt tokens, as in the released code) and truncated
-to ``max_tokens``. The trainable adaptive MLP (eq. 5) is owned by the generator.
+The VLM sees the *raw LR image* (before the bicubic resize-back) with a fixed prompt (default: the released code's
+long prompt). One forward pass, no generation: the last hidden state is kept at the text-token positions only
+(every position that is not an image token, i.e. chat-template, vision start/end and prompt tokens, as in the
+released code) and truncated to ``max_tokens``. The trainable adaptive MLP (eq. 5) is owned by the generator.
 
-Preprocessing is our own batched tensor code (no PIL round trip), the same maths as transformers'
-``Qwen2VLImageProcessor`` used by Qwen3-VL: resize to a multiple of ``patch_size * merge_size`` within
-[min_pixels, max_pixels] (``smart_resize``, bicubic with antialias), normalise with mean/std, cut into
+Preprocessing is our own batched tensor code (no PIL round trip). Sizing (:mod:`models.conditions.qwen_resize`):
+by default as released, the 8-bit LR resized by ``qwen_vl_utils``' rule (factor 28) and then by the processor's
+(``pre_resize_factor=None``: the processor's alone, on the float LR). Then the maths of transformers'
+``Qwen2VLImageProcessor`` used by Qwen3-VL: normalise with mean/std, cut into
 ``temporal_patch_size x patch_size x patch_size`` patches ordered by merge window -> ``pixel_values``
 (B * gh * gw, 3 * T * P * P) and ``image_grid_thw`` (B, 3). The prompt token ids are built once: from the real
 processor's chat template (``processor`` given) or taken verbatim from ``prompt_ids`` (tiny random VLMs, for which no
@@ -19,35 +20,25 @@ which is expanded to the image's token count at run time, as the processor does.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from models.conditions.qwen_resize import VL_UTILS_FACTOR, processor_resize, processor_size, released_resize
 from models.conditions.text import ConditionEncoder
 from models.pretrained import Source, freeze, from_hf, load_or_build, resolve_dtype
 
-__all__ = ["VLMCondition", "smart_resize", "qwen_vl_patchify", "DEFAULT_PROMPT", "RELEASED_CODE_PROMPT"]
+__all__ = ["VLMCondition", "smart_resize", "qwen_vl_patchify", "DEFAULT_PROMPT", "RELEASED_CODE_PROMPT",
+           "SHORT_PROMPT"]
 
-DEFAULT_PROMPT = "Describe this image in detail."  # the paper's description (StrSR sec. 3.2)
-# The released StrSR code's fixed prompt (HYPIR/utils/captioner.py, typo included), for exact reproduction.
+# The released StrSR code's fixed prompt (jkwang28/StrSR, HYPIR/utils/captioner.py, ``IMAGE_DESCRIPTION_PROMPT``,
+# typo included), used by its trainers and test scripts: the default (the paper states no prompt).
 RELEASED_CODE_PROMPT = (
     "Descibe this image in detail, especially the text in image. Cinematic, hyper sharpness, highly detailed, "
     "perfect without deformations. Camera, hyper detailed photo, realistic maximum detail, 32k, Color. Grading, "
     "ultra HD, extreme meticulous detailing, skin pore detailing"
 )
-
-
-def smart_resize(h: int, w: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """Qwen-VL's target size: multiples of ``factor``, aspect kept, pixel count within [min_pixels, max_pixels]."""
-    import math
-
-    hb, wb = max(factor, round(h / factor) * factor), max(factor, round(w / factor) * factor)
-    if hb * wb > max_pixels:
-        beta = math.sqrt(h * w / max_pixels)
-        hb, wb = max(factor, math.floor(h / beta / factor) * factor), max(factor, math.floor(w / beta / factor) * factor)
-    elif hb * wb < min_pixels:
-        beta = math.sqrt(min_pixels / (h * w))
-        hb, wb = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor
-    return hb, wb
+DEFAULT_PROMPT = RELEASED_CODE_PROMPT
+SHORT_PROMPT = "Describe this image in detail."  # our former default (the paper names no prompt)
+smart_resize = processor_size  # the processor's size rule (transformers' ``smart_resize``)
 
 
 def qwen_vl_patchify(x: Tensor, patch: int, merge: int, temporal: int) -> tuple[Tensor, int, int]:
@@ -86,14 +77,21 @@ class VLMCondition(ConditionEncoder):
             tests). Only its ``.model`` (vision tower + language model, no LM head) is kept. ``None``: no VLM is
             loaded and the generator must be given cached features (``feature_dim`` then required).
         processor: the Qwen3-VL processor (usually the same id as ``vlm``), used once for the prompt's token ids.
-        prompt: the fixed instruction shown with the image (``DEFAULT_PROMPT``; ``RELEASED_CODE_PROMPT`` is the
-            released code's longer prompt).
+        prompt: the fixed instruction shown with the image (default: the released code's long prompt,
+            ``RELEASED_CODE_PROMPT``; ``SHORT_PROMPT`` is a short one).
         prompt_ids: chat-formatted prompt ids holding exactly one ``image_token_id``; overrides ``processor``.
         max_tokens: truncation length (512 for FLUX as in the released code).
         dtype: VLM weight dtype.
-        image_mean, image_std, min_pixels, max_pixels: image-processor settings (Qwen3-VL defaults: mean = std =
-            0.5, min 256*256, max 4096*4096 pixels); patch/merge/temporal sizes come from the vision config.
+        image_mean: per-channel mean of the image processor's normalisation (Qwen3-VL: 0.5); patch, merge and
+            temporal sizes come from the vision config.
+        image_std: per-channel standard deviation of that normalisation (Qwen3-VL: 0.5).
+        min_pixels: the LR is resized to at least this many pixels before the VLM (Qwen3-VL: 256*256).
+        max_pixels: and to at most this many (Qwen3-VL: 4096*4096).
         feature_dim: feature width when ``vlm`` is ``None`` (Qwen3-VL-4B: 2560).
+        pre_resize_factor: the released sizing: the LR on 8-bit levels, resized by ``qwen_vl_utils``' rule with
+            this factor (28, as the released code calls it) before the processor's own resize (8-bit levels after
+            each, as the uint8 images of PIL and the processor). ``None``: the processor's resize alone, on the
+            float LR.
     """
 
     needs_adapter = True
@@ -111,10 +109,12 @@ class VLMCondition(ConditionEncoder):
         min_pixels: int = 256 * 256,
         max_pixels: int = 4096 * 4096,
         feature_dim: int | None = None,
+        pre_resize_factor: int | None = VL_UTILS_FACTOR,
     ) -> None:
         super().__init__()
         self.prompt, self.max_tokens = prompt, max_tokens
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.pre_resize_factor = pre_resize_factor
         self.register_buffer("mean", torch.tensor(image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
         self.vlm = None
@@ -149,11 +149,12 @@ class VLMCondition(ConditionEncoder):
 
     def preprocess(self, lq: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 3, h, w) in [0, 1] -> pixel_values (B * gh * gw, 3 * T * P * P), image_grid_thw (B, 3)."""
-        b, _, h, w = lq.shape
-        th, tw = smart_resize(h, w, self.patch * self.merge, self.min_pixels, self.max_pixels)
-        x = lq.float()
-        if (th, tw) != (h, w):
-            x = F.interpolate(x, size=(th, tw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+        b = lq.shape[0]
+        factor = self.patch * self.merge
+        if self.pre_resize_factor:
+            x = released_resize(lq, factor, self.min_pixels, self.max_pixels, pre_factor=self.pre_resize_factor)
+        else:
+            x = processor_resize(lq, factor, self.min_pixels, self.max_pixels)
         x = (x - self.mean) / self.std
         pixel_values, gh, gw = qwen_vl_patchify(x, self.patch, self.merge, self.temporal)
         grid = torch.tensor([[1, gh, gw]] * b, dtype=torch.long, device=lq.device)

@@ -2,9 +2,16 @@
 
 TUDSR paper 3.5 (multi-level heads on DINOv3 layers 3/6/9, width 128) and StrSR paper 3.3 (heads on CLIP-ConvNeXt
 stages + pooled embedding, width 512); layout of the vision-aided-GAN multi-level heads (nupurkmr9/vision-aided-gan
-``vision_aided_loss/cv_discriminator.py``). Spectral norm uses ``torch.nn.utils.spectral_norm`` (``weight_orig``/
-``weight_u``/``weight_v``): one power iteration per forward in train mode, none in eval mode (run heads in eval
-during the generator step).
+``vision_aided_loss/cv_discriminator.py``).
+
+Spectral norm (Miyato et al., ICLR 2018) uses ``torch.nn.utils.spectral_norm`` (``weight_orig``/``weight_u``/
+``weight_v``): one power iteration per forward in train mode, none in eval mode (the heads run in eval during the
+generator step). That function registers random ``u``, ``v``, so a head that has not yet run in train mode would
+divide by ``u^T W v`` of random vectors (1/30 to 1/700 of the top singular value at the real head sizes). Every
+layer is therefore calibrated at construction with :data:`INIT_POWER_ITERATIONS` power iterations, as
+``torch.nn.utils.parametrizations.spectral_norm`` does at registration: the first generator step of a stage (whose
+heads are fresh) already sees sigma-normalised weights. The parameter and buffer names stay those of
+``torch.nn.utils.spectral_norm``, so checkpoints, the trainable-state filter and the FSDP wrap policy are unchanged.
 """
 
 from __future__ import annotations
@@ -12,14 +19,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
 from models.discriminators.blurpool import BlurPool
 
-__all__ = ["ConvHead", "VectorHead", "build_heads", "conv_head_output_size"]
+__all__ = ["ConvHead", "VectorHead", "build_heads", "calibrated_spectral_norm", "conv_head_output_size"]
 
 HEAD_KINDS = ("map", "vector")
+#: power iterations run at construction (``torch.nn.utils.parametrizations.spectral_norm`` runs 15 at registration)
+INIT_POWER_ITERATIONS = 15
+_EPS = 1e-12  # torch's spectral-norm eps
+
+
+def calibrated_spectral_norm(layer: nn.Conv2d | nn.Linear, iterations: int = INIT_POWER_ITERATIONS) -> nn.Module:
+    """``torch.nn.utils.spectral_norm(layer)`` with ``iterations`` power iterations on its ``u``/``v`` buffers now.
+
+    The weight is seen as the matrix (out, in * kh * kw), as torch reshapes it (``dim=0``); the updates are torch's
+    own: ``v = normalize(W^T u)``, ``u = normalize(W v)``, in place.
+    """
+    layer = spectral_norm(layer)
+    with torch.no_grad():
+        w = layer.weight_orig.reshape(layer.weight_orig.shape[0], -1)  # (out, in * kh * kw)
+        u, v = layer.weight_u, layer.weight_v  # (out,), (in * kh * kw,)
+        for _ in range(iterations):
+            v.copy_(F.normalize(torch.mv(w.t(), u), dim=0, eps=_EPS))
+            u.copy_(F.normalize(torch.mv(w, v), dim=0, eps=_EPS))
+    return layer
 
 
 def conv_head_output_size(size: int) -> int:
@@ -44,10 +71,10 @@ class ConvHead(nn.Sequential):
     def __init__(self, in_channels: int, width: int = 128) -> None:
         super().__init__(
             BlurPool(in_channels, filt_size=4, stride=1, pad_off=1),
-            spectral_norm(nn.Conv2d(in_channels, width, kernel_size=3, stride=2, padding=0)),
+            calibrated_spectral_norm(nn.Conv2d(in_channels, width, kernel_size=3, stride=2, padding=0)),
             nn.LeakyReLU(0.2),
             BlurPool(width, filt_size=4, stride=1),
-            spectral_norm(nn.Conv2d(width, 1, kernel_size=1, stride=2)),
+            calibrated_spectral_norm(nn.Conv2d(width, 1, kernel_size=1, stride=2)),
         )
         self.in_channels = in_channels
         self.width = width
@@ -64,9 +91,9 @@ class VectorHead(nn.Sequential):
 
     def __init__(self, in_dim: int, width: int = 512) -> None:
         super().__init__(
-            spectral_norm(nn.Linear(in_dim, width)),
+            calibrated_spectral_norm(nn.Linear(in_dim, width)),
             nn.LeakyReLU(0.2),
-            spectral_norm(nn.Linear(width, 1)),
+            calibrated_spectral_norm(nn.Linear(width, 1)),
         )
         self.in_dim = in_dim
         self.width = width

@@ -96,6 +96,13 @@ class DINOv3Discriminator(MultiLevelDiscriminator):
     """TUDSR discriminator (paper 3.5): frozen DINOv3 ViT, one-based ``layers`` (3, 6, 9), :class:`ConvHead` width
     128 per level. YAML: ``class_path: models.discriminators.DINOv3Discriminator`` with
     ``init_args: {backbone: {pretrained: facebook/dinov3-vitb16-pretrain-lvd1689m}}`` or ``{backbone: {config: ...}}``.
+
+    Args:
+        backbone: the DINOv3 ViT: a hub id or local folder (``pretrained``), or an architecture ``config``.
+        layers: one-based transformer blocks whose features get a head (TUDSR: 3, 6, 9).
+        head_width: hidden width of every head (TUDSR 128).
+        diffaug: DiffAugment policy applied to D's inputs (e.g. ``"color,translation,cutout"``); empty = off.
+        dtype: weight dtype of the frozen backbone (``"fp32"``, ``"bf16"``); ``null``: as loaded.
     """
 
     def __init__(
@@ -112,7 +119,18 @@ class DINOv3Discriminator(MultiLevelDiscriminator):
 class CLIPConvNeXtDiscriminator(MultiLevelDiscriminator):
     """StrSR discriminator (paper 3.3): frozen CLIP-ConvNeXt-XXLarge, stages (0, 1, 2) + pooled 1024-d embedding,
     heads of width 512 (``VectorHead`` for the embedding). ``backbone`` is a :class:`Source` (local file/dir, hub repo
-    id, or a tiny ``config``)."""
+    id, or a tiny ``config``).
+
+    Args:
+        backbone: the CLIP-ConvNeXt: a hub id, local file or folder (``pretrained``), or a timm ``config``.
+        stages: zero-based ConvNeXt stages whose feature maps get a head (StrSR: 0, 1, 2).
+        pooled: also give the pooled CLIP image embedding a head.
+        head_width: hidden width of every head (StrSR 512).
+        diffaug: DiffAugment policy applied to D's inputs; empty = off.
+        model_name: timm architecture name of the backbone.
+        dtype: weight dtype of the frozen backbone (``"fp32"``, ``"bf16"``); ``null``: as loaded.
+        grad_checkpointing: recompute the backbone stages in backward (saves activation memory at 1024 px).
+    """
 
     def __init__(
         self,

@@ -39,7 +39,7 @@ class DiTBackend(nn.Module):
     - ``encode(x01 (B,3,H,W) [0,1], sample) -> z`` model-space latent (B, C, h, w), fp32;
     - ``velocity(z, cond (B,L,text_dim), sigma) -> v`` (B, C, h, w), fp32, in the FLUX convention
       z_t = (1 - sigma) z_0 + sigma * noise, v = noise - z_0, hence z_0 = z_t - sigma * v;
-    - ``decode(z) -> x01`` (B, 3, H, W) clamped to [0, 1].
+    - ``decode(z) -> x01`` (B, 3, H, W), the decoder output mapped from [-1, 1] to [0, 1], *not* clamped.
 
     Subclasses set ``transformer``, ``vae`` and ``lora_targets`` (module-name suffixes). The whole backend is
     frozen and stays in eval mode (LoRA layers injected later live in ``transformer`` and are trained by name).
@@ -130,6 +130,10 @@ class OneStepDiTGenerator(nn.Module):
         mlp_hidden: hidden width of the adaptive MLP (``None``: text_dim // 2).
         sample_latents: in training mode, encode with ``latent_dist.sample()`` (the released code); eval mode
             always uses the mode.
+        clamp_train: clamp the training output to [0, 1]. Default False: the released trainer
+            (jkwang28/StrSR, ``HYPIR/trainer/base.py``, ``optimize_generator_image``) computes L1, LPIPS, FDL and the
+            discriminator input on the unclamped decoder output. Evaluation outputs are always clamped (after
+            blending the tiles, as the released ``test_flux.py`` / ``test_zimage.py``).
     """
 
     def __init__(
@@ -142,6 +146,7 @@ class OneStepDiTGenerator(nn.Module):
         pad_multiple: int = 16,
         mlp_hidden: int | None = None,
         sample_latents: bool = True,
+        clamp_train: bool = False,
     ) -> None:
         super().__init__()
         if pad_multiple % backend.pixel_multiple:
@@ -149,6 +154,7 @@ class OneStepDiTGenerator(nn.Module):
         self.backend, self.condition = backend, condition
         self.sigma, self.adapter_name, self.pad_multiple = float(sigma), adapter_name, pad_multiple
         self.sample_latents = sample_latents
+        self.clamp_train = clamp_train
         needs_mlp = condition.needs_adapter or condition.feature_dim != backend.text_dim
         self.mlp = AdaptiveMLP(condition.feature_dim, backend.text_dim, mlp_hidden) if needs_mlp else None
         self.lora = lora
@@ -212,18 +218,21 @@ class OneStepDiTGenerator(nn.Module):
         v = self.backend.velocity(z, cond, self.sigma)
         return z.float() - self.sigma * v
 
-    def restore(self, lq_up: Tensor, cond: Tensor) -> Tensor:
-        """SR of ``lq_up`` (B, 3, H, W) [0, 1] given condition tokens (B, L, text_dim) -> (B, 3, H, W) [0, 1]."""
+    def restore(self, lq_up: Tensor, cond: Tensor, clamp: bool | None = None) -> Tensor:
+        """SR of ``lq_up`` (B, 3, H, W) [0, 1] given condition tokens (B, L, text_dim) -> (B, 3, H, W), clamped to
+        [0, 1] when ``clamp`` (default: in eval mode, or in training with ``clamp_train``)."""
         h, w = lq_up.shape[-2:]
         x = _pad_to_multiple(lq_up, self.pad_multiple)
         with torch.no_grad():  # frozen encoder, no gradient to the input needed
             z = self.backend.encode(x, sample=self.training and self.sample_latents)
-        out = self.backend.decode(self.denoise(z, cond))
-        return out[..., :h, :w]
+        out = self.backend.decode(self.denoise(z, cond))[..., :h, :w]
+        if clamp is None:
+            clamp = self.clamp_train or not self.training
+        return out.clamp(0, 1) if clamp else out
 
     def forward(self, lq_up: Tensor, lq: Tensor | None = None, cond_features: Tensor | None = None) -> Tensor:
         """lq_up (B, 3, H, W) [0, 1] at the target size, lq (B, 3, h, w) the raw LR for the VLM (or cached
-        ``cond_features``) -> SR (B, 3, H, W) [0, 1]."""
+        ``cond_features``) -> SR (B, 3, H, W) in [0, 1] (in training ~[0, 1], clamped only with ``clamp_train``)."""
         return self.restore(lq_up, self.encode_condition(lq, lq_up.shape[0], cond_features))
 
     def tiled_forward(self, lq_up: Tensor, lq: Tensor | None = None, cond_features: Tensor | None = None,
@@ -237,8 +246,9 @@ class OneStepDiTGenerator(nn.Module):
         h, w = lq_up.shape[-2:]
         cond = self.encode_condition(lq, lq_up.shape[0], cond_features)  # (B, L, text_dim), once per image
         x = _pad_to_multiple(lq_up, self.pad_multiple)
-        out = tiled_apply(x, lambda t: self.restore(t, cond), tile=tile, overlap=overlap, scale=1, weight="linear")
-        return out[..., :h, :w]
+        out = tiled_apply(x, lambda t: self.restore(t, cond, clamp=False), tile=tile, overlap=overlap, scale=1,
+                          weight="linear")
+        return out[..., :h, :w].clamp(0, 1)  # clamped after blending, as the released inference
 
     # --- export / import --------------------------------------------------------------------------------------
     @staticmethod

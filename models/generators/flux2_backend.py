@@ -157,4 +157,4 @@ class Flux2Backend(DiTBackend):
     def decode(self, z: Tensor) -> Tensor:
         lat = unpatchify_latents(self.denormalize(z))  # (B, 32, H/8, W/8)
         x = self.vae.decode(lat.to(self.vae.dtype), return_dict=False)[0]  # (B, 3, H, W) in ~[-1, 1]
-        return (x.float().clamp(-1, 1) + 1) / 2
+        return (x.float() + 1) / 2  # not clamped: the generator decides

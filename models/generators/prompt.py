@@ -71,7 +71,8 @@ def compute_prompt_embedding(
     cache: str | None = None,
     shape: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
-    """The encoder hidden states of ``prompt``: (1, L, D) float32 on the CPU (L = 77 for CLIP).
+    """The encoder hidden states of ``prompt``: (1, L, D) float32 on the CPU (L = 77 for CLIP); built under
+    ``torch.device("meta")`` (a shape-only model, e.g. the memory planner) it is a meta tensor and nothing is cached.
 
     Order of resolution:
       1. ``cache`` names an existing safetensors file: read it (the text encoder is never loaded);
@@ -99,14 +100,16 @@ def compute_prompt_embedding(
         else:
             raise ValueError("a tokenizer source is needed for a pretrained text encoder or a non-empty prompt "
                              "(e.g. tokenizer: {pretrained: <SD repo>, subfolder: tokenizer})")
-        embeds = encoder(ids.to(encoder.device)).last_hidden_state.float().cpu()  # (1, L, D)
+        embeds = encoder(ids.to(encoder.device)).last_hidden_state.float()  # (1, L, D)
+        if not embeds.is_meta:  # a real encoder's output moves to the CPU; on the meta device it stays a shape
+            embeds = embeds.cpu()
         del encoder
         gc.collect()
     elif shape is not None:
         embeds = torch.zeros(tuple(shape), dtype=torch.float32)
     else:
         raise ValueError("compute_prompt_embedding needs a text_encoder, an existing cache file or a shape")
-    if cache_path is not None:
+    if cache_path is not None and not embeds.is_meta:  # nothing to write for a shape-only (meta) embedding
         from safetensors.torch import save_file
 
         cache_path.parent.mkdir(parents=True, exist_ok=True)

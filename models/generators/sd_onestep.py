@@ -67,11 +67,17 @@ class OneStepSDGenerator(nn.Module):
     Args:
         vae, unet, scheduler: sources of ``AutoencoderKL``, ``UNet2DConditionModel`` and ``DDPMScheduler``
             (hub id or local path with ``subfolder``, or an architecture ``config``).
-        text_encoder, tokenizer, prompt, prompt_cache: the fixed prompt, see :func:`compute_prompt_embedding`;
-            without a text encoder or cache the condition is zeros of shape (1, 77, cross_attention_dim).
+        text_encoder: source of the CLIP text encoder that embeds ``prompt`` once (then dropped); without a text
+            encoder or ``prompt_cache`` the condition is zeros of shape (1, 77, cross_attention_dim).
+        tokenizer: source of its tokenizer (``null`` works for the empty prompt on a config-built encoder only).
+        prompt: the fixed text prompt of every image (TUDSR: the empty prompt).
+        prompt_cache: file that stores the prompt embedding once computed, so later runs skip the text encoder
+            (see :func:`compute_prompt_embedding`).
         timestep: t of the one-step prediction (TUDSR: 200 stage 1, 50 stage 2).
         lora: settings of a trainable adapter named ``adapter_name`` added at construction (``None``: no adapter;
             add or load them later). ``target_modules=None`` means :data:`SD_UNET_LORA_TARGETS`.
+        adapter_name: name of that trainable adapter in the UNet (``stage1``, ``stage2``); the export file is
+            named after it.
         latent_mode: ``"sample"`` or ``"mode"`` of the VAE posterior during training (eval always uses the mode).
         dtype: base weights dtype (``"fp32"`` / ``"bf16"`` / ``"fp16"``); LoRA weights are always fp32.
         gradient_checkpointing: enable it in the UNet and the VAE.

@@ -2,8 +2,13 @@
 
 Facts read from diffusers' ``pipeline_z_image_img2img.py`` (the code below is our own):
 
-- VAE: ``AutoencoderKL`` with 16 latent channels; model space z = (latent - shift_factor) * scaling_factor
-  (Z-Image-Turbo: scaling 0.3611, shift 0.1159, read from ``vae.config``), decoded with z / scaling + shift.
+- VAE: ``AutoencoderKL`` with 16 latent channels; the pipeline's model space is z = (latent - shift_factor) *
+  scaling_factor (Z-Image-Turbo: scaling 0.3611, shift 0.1159, read from ``vae.config``), decoded with
+  z / scaling + shift.
+- The released StrSR code (jkwang28/StrSR, ``HYPIR/trainer/zimage_vlm.py`` and ``test_zimage.py``) feeds the *raw*
+  VAE latent (``latent_dist.sample()``, no shift or scale) to the transformer and still decodes with
+  z / scaling + shift; the released StrSR-Z weights were trained so. ``latent_convention="released"`` (default)
+  reproduces that, ``"normalized"`` is the pipeline's convention above.
 - ``ZImageTransformer2DModel`` takes a *list* of (C, 1, H, W) latents (one per sample), a timestep tensor (B,) and a
   *list* of caption features (L_i, cap_feat_dim); it patchifies 2x2 internally and returns a list of (C, 1, H, W).
 - Reversed time convention: the model is fed t_model = 1 - sigma (the pipeline's ``(1000 - t) / 1000``; 0.2 at
@@ -12,6 +17,8 @@ Facts read from diffusers' ``pipeline_z_image_img2img.py`` (the code below is ou
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -30,7 +37,8 @@ ZIMAGE_LORA_TARGETS: tuple[str, ...] = (
 class ZImageBackend(DiTBackend):
     """Z-Image transformer + its 16-channel ``AutoencoderKL`` behind the :class:`DiTBackend` interface.
 
-    Model-space latent: (B, 16, H/8, W/8), scaled and shifted; velocity returned in the common (FLUX) convention.
+    Model-space latent: (B, 16, H/8, W/8), raw (released) or scaled and shifted (normalized); velocity returned in
+    the common (FLUX) convention. Decoding always maps z / scaling + shift through the VAE.
 
     Args:
         transformer: ``ZImageTransformer2DModel`` source (``Tongyi-MAI/Z-Image-Turbo``, subfolder ``transformer``).
@@ -40,6 +48,8 @@ class ZImageBackend(DiTBackend):
         pad_token_std: when the transformer is built from a random ``config``, its ``x_pad_token`` and
             ``cap_pad_token`` (used to pad token sequences to multiples of 32) are drawn from N(0, std^2) so that
             tiny models never run on uninitialised memory; pretrained weights are left untouched.
+        latent_convention: ``"released"`` (the raw VAE latent enters the transformer, as the released StrSR code
+            and its weights) or ``"normalized"`` ((latent - shift) * scaling, the diffusers pipeline's space).
     """
 
     lora_targets = ZIMAGE_LORA_TARGETS
@@ -51,8 +61,12 @@ class ZImageBackend(DiTBackend):
         dtype: str = "bf16",
         gradient_checkpointing: bool = False,
         pad_token_std: float = 0.02,
+        latent_convention: Literal["released", "normalized"] = "released",
     ) -> None:
         super().__init__()
+        if latent_convention not in ("released", "normalized"):
+            raise ValueError(f"latent_convention must be 'released' or 'normalized', got {latent_convention!r}")
+        self.latent_convention = latent_convention
         from diffusers import AutoencoderKL, ZImageTransformer2DModel
 
         self.load_parts("Z-Image", ZImageTransformer2DModel, AutoencoderKL, transformer, vae, dtype,
@@ -72,6 +86,8 @@ class ZImageBackend(DiTBackend):
     def encode(self, x01: Tensor, sample: bool = False) -> Tensor:
         dist = self.vae.encode((x01 * 2 - 1).to(self.vae.dtype)).latent_dist
         lat = dist.sample() if sample else dist.mode()  # (B, 16, H/8, W/8)
+        if self.latent_convention == "released":
+            return lat.float()
         return (lat.float() - self.shift_factor) * self.scaling_factor
 
     def velocity(self, z: Tensor, cond: Tensor, sigma: float) -> Tensor:
@@ -84,6 +100,6 @@ class ZImageBackend(DiTBackend):
         return -torch.stack([o.float() for o in out], dim=0).squeeze(2)  # (B, C, h, w), common convention
 
     def decode(self, z: Tensor) -> Tensor:
-        lat = z.float() / self.scaling_factor + self.shift_factor
-        x = self.vae.decode(lat.to(self.vae.dtype), return_dict=False)[0]  # (B, 3, H, W)
-        return (x.float().clamp(-1, 1) + 1) / 2
+        lat = z.float() / self.scaling_factor + self.shift_factor  # both conventions (the released code too)
+        x = self.vae.decode(lat.to(self.vae.dtype), return_dict=False)[0]  # (B, 3, H, W) in ~[-1, 1]
+        return (x.float() + 1) / 2  # not clamped: the generator decides

@@ -48,10 +48,31 @@ def test_output_range_8bit_levels_and_sizes(crops: torch.Tensor, scale: int) -> 
     assert lq.min() >= 0 and lq.max() <= 1
     assert float((lq * 255 - (lq * 255).round()).abs().max()) < 1e-4  # on multiples of 1/255
     assert out["lq_up"].min() >= 0 and out["lq_up"].max() <= 1
-    torch.testing.assert_close(out["lq_up"], F.interpolate(lq, size=(64, 64), mode="bicubic").clamp(0, 1))
+    assert float((out["lq_up"] * 255 - (out["lq_up"] * 255).round()).abs().max()) < 1e-4  # rounded too (default)
     assert out["path"] == batch["path"] and torch.equal(out["kernel1"], batch["kernel1"])
     assert "lq" not in batch  # a new dict
     torch.testing.assert_close(out["gt"], batch["gt"])  # not sharpened unless asked
+
+
+def test_lq_up_is_the_rounded_resize_of_the_unrounded_lq(crops: torch.Tensor) -> None:
+    """``round_lq_up`` (default): the generator's input is the bicubic resize of the LQ *before* its rounding,
+    rounded to 8 bits, as the released StrSR builds it (jkwang28/StrSR ``HYPIR/dataset/batch_transform.py`` at
+    46e57115: ``out = F.interpolate(out, size=(ori_h, ori_w), mode="bicubic")`` then
+    ``torch.clamp((out * 255.0).round(), 0, 255) / 255.0``). ``round_lq_up=False``: the float resize of the
+    rounded ``lq`` (this project's earlier behaviour)."""
+    batch = make_batch(crops[:4])
+    kernels = {k: batch[k] for k in ("kernel1", "kernel2", "sinc_kernel")}
+    reference = RealESRGANDegradation(resize_back=True, seed=3)
+    raw, _ = reference.degrade(reference.usm(batch["gt"]), kernels)  # the same draws, before any rounding
+    up = F.interpolate(raw, size=(64, 64), mode="bicubic", align_corners=False)
+    released = torch.clamp((up * 255.0).round(), 0, 255) / 255.0
+    out = RealESRGANDegradation(resize_back=True, seed=3)(batch)
+    torch.testing.assert_close(out["lq_up"], released, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out["lq"], torch.clamp((raw * 255.0).round(), 0, 255) / 255.0, rtol=0, atol=1e-6)
+    old = RealESRGANDegradation(resize_back=True, seed=3, round_lq_up=False)(batch)
+    assert torch.equal(old["lq"], out["lq"])
+    torch.testing.assert_close(old["lq_up"], F.interpolate(out["lq"], size=(64, 64), mode="bicubic").clamp(0, 1))
+    assert (old["lq_up"] - out["lq_up"]).abs().max() > 1 / 255  # the two orders differ visibly
 
 
 def test_per_sample_parameters_differ_within_a_batch(crops: torch.Tensor) -> None:

@@ -21,13 +21,17 @@ DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo" / "strsr_flux2.y
 CONFIG = load_config(DEMO)  # merged (composed) config, as the CLI sees it
 
 
-def test_training_images_are_the_dataset_ids_with_centre_crops() -> None:
-    items = list(training_images(CONFIG["data"], "center", limit=2))
-    assert [i for i, _ in items] == HQImageDataset(None, crop_size=96).paths[:2]  # the keys batch["path"] holds
+def test_training_images_are_the_dataset_ids_with_their_training_crops() -> None:
+    data = {**CONFIG["data"], "crop": "center", "flip": False}  # StrSR: the released centre crops, no flips
+    items = list(training_images(data, "center", limit=2))
+    train = HQImageDataset(None, crop_size=96, crop="center", flip=False)  # what the DataModule trains on
+    assert [i for i, _ in items] == train.paths[:2]  # the keys batch["path"] holds
+    for index, (image_id, hq) in enumerate(items):
+        assert torch.equal(hq, train[index]["gt"])  # exactly the training crop (before the degradation)
     photos = dict(bundled_photo_tensors())
-    for image_id, hq in items:
-        full = photos[image_id.removeprefix("skimage.data/")]
-        assert torch.equal(hq, center_crop(full, 96))
+    random_items = list(training_images({**CONFIG["data"], "crop": "random"}, "center", limit=1))
+    for image_id, hq in random_items:  # random crops have no fixed crop: the centre window
+        assert torch.equal(hq, center_crop(photos[image_id.removeprefix("skimage.data/")], 96))
     full_items = list(training_images(CONFIG["data"], "full", limit=1))
     assert torch.equal(full_items[0][1], photos[full_items[0][0].removeprefix("skimage.data/")])
 
@@ -46,7 +50,8 @@ def test_precompute_writes_the_vlm_features_of_the_bicubic_lr(tmp_path) -> None:
 
 
 def test_cached_features_equal_a_direct_vlm_forward(tmp_path) -> None:
-    """The stored entry is exactly E_VLM(bicubic_lr(centre crop)) of the condition the config builds."""
+    """The stored entry is exactly the live VLM's features of the same LR input: E_VLM(bicubic_lr(training crop)) of
+    the condition the config builds (the one the training step runs when no cache is given)."""
     built: list[VLMCondition] = []
     import datamodules.precompute as pre
 
@@ -72,11 +77,14 @@ def test_tag_follows_view_prompt_and_vlm() -> None:
     base = cache_tag(section, "center", 96, 4)
     other_prompt = copy.deepcopy(section)
     other_prompt["init_args"]["prompt_ids"] = [1, 62, 60, 63, 3]
+    other_sizing = copy.deepcopy(section)
+    other_sizing["init_args"]["pre_resize_factor"] = None
     other_vlm = copy.deepcopy(section)
     other_vlm["init_args"]["vlm"] = {"pretrained": "Qwen/Qwen3-VL-4B-Instruct"}
     tags = {base, cache_tag(section, "full", 96, 4), cache_tag(section, "center", 128, 4),
-            cache_tag(other_prompt, "center", 96, 4), cache_tag(other_vlm, "center", 96, 4)}
-    assert len(tags) == 5 and "Qwen/Qwen3-VL-4B-Instruct" in cache_tag(other_vlm, "center", 96, 4)
+            cache_tag(other_prompt, "center", 96, 4), cache_tag(other_vlm, "center", 96, 4),
+            cache_tag(section, "center", 96, 4, crop_mode="center"), cache_tag(other_sizing, "center", 96, 4)}
+    assert len(tags) == 7 and "Qwen/Qwen3-VL-4B-Instruct" in cache_tag(other_vlm, "center", 96, 4)
 
 
 def test_command_line_and_errors(tmp_path, capsys) -> None:

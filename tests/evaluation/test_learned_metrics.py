@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from evaluation import CLIPIQA, MANIQA, MUSIQ, NIQE, DISTSMetric, LPIPSMetric
-from evaluation.no_reference import CLIPIQA_PROMPTS, TINY_CLIP, clip_prompt_tokens, load_pyiqa_state
+from evaluation.no_reference import CLIPIQA_PROMPTS, TINY_CLIP, clip_prompt_tokens
+from evaluation.pyiqa_backend import load_pyiqa_state
 
 
 def _images(b: int = 2, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,7 +24,7 @@ def _check(scores: torch.Tensor, b: int = 2) -> None:
 def test_lpips_random_trunk_and_torchvision_weight_file(tmp_path) -> None:
     sr, gt = _images()
     metric = LPIPSMetric("vgg", random_init=True)
-    assert metric.name == "lpips" and not metric.higher_is_better and metric.needs_reference
+    assert metric.name == "lpips_vgg" and not metric.higher_is_better and metric.needs_reference
     _check(metric.update(sr, gt))
     assert metric.update(gt, gt).abs().max() < 1e-6
     assert not any(p.requires_grad for p in metric.parameters())

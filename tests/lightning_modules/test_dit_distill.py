@@ -1,9 +1,10 @@
 """StrSR DiT distillation module end to end on CPU: the real classes of configs/demo/strsr_flux2.yaml (tiny FLUX.2
 transformer and VAE, tiny Qwen3-VL, tiny CLIP-ConvNeXt, random VGG16/19), 96 px crops, batch 1.
 
-One alternating run (8 batches, FDL from global step 3, checkpoints every 2 steps) is shared by most tests: what
-changed, when each optimizer stepped, when FDL ran, what the checkpoints and the export hold. A resume from its
-step-2 checkpoint, a both-per-batch run and a cached-feature run get their own short runs.
+One alternating run (8 batches = 4 generator updates, FDL from generator update 2, checkpoints every 2 updates) is
+shared by most tests: what changed, when each optimizer stepped, when FDL ran, what the checkpoints, the TensorBoard
+events and the export hold. A resume from its step-2 checkpoint, a both-per-batch run and a cached-feature run get
+their own short runs. The step axis throughout: ``global_step`` = generator updates.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 from safetensors.torch import load_file
 
 from callbacks.adapter_export import AdapterExport
@@ -40,8 +42,8 @@ GEN = CONFIG["model"]["init_args"]["generator"]["init_args"]
 VLM_ARGS = GEN["condition"]["init_args"]
 BACKEND = GEN["backend"]["init_args"]
 CONVNEXT = CONFIG["model"]["init_args"]["discriminator"]["init_args"]["backbone"]["config"]
-FDL_START = 3
-MAX_STEPS = 8
+FDL_START = 2  # generator updates
+MAX_STEPS = 4  # generator updates: 8 alternating batches
 
 
 
@@ -78,10 +80,10 @@ def datamodule(**kwargs: Any) -> SRDataModule:
                         **kwargs)
 
 
-def trainer(max_steps: int, callbacks: list[L.Callback]) -> L.Trainer:
-    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+def trainer(max_steps: int, callbacks: list[L.Callback], logger: Any = False) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", devices=1, logger=logger, enable_progress_bar=False, enable_model_summary=False,
                      num_sanity_val_steps=0, limit_val_batches=0, max_steps=max_steps, callbacks=callbacks,
-                     enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks))
+                     enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks), log_every_n_steps=1)
 
 
 class Recorder(L.Callback):
@@ -130,8 +132,10 @@ def alternating(losses, tmp_path_factory) -> dict[str, Any]:
     recorder = Recorder()
     ckpt = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=2, save_top_k=-1)
     export = AdapterExport(dirpath=str(root / "export"), filename="strsr")
-    trainer(MAX_STEPS, [recorder, ckpt, export]).fit(module, datamodule=datamodule())
-    return {"module": module, "before": before, "after": state(module), "recorder": recorder, "root": root}
+    fit = trainer(MAX_STEPS, [recorder, ckpt, export], logger=TensorBoardLogger(str(root), name="tb"))
+    fit.fit(module, datamodule=datamodule())
+    return {"module": module, "before": before, "after": state(module), "recorder": recorder, "root": root,
+            "trainer": fit}
 
 
 def test_only_lora_mlp_and_heads_change(alternating) -> None:
@@ -155,20 +159,68 @@ def test_only_lora_mlp_and_heads_change(alternating) -> None:
         assert all(torch.equal(before[k], after[k]) for k in keys), part  # byte-identical
 
 
-def test_alternating_schedule_steps_g_on_even_and_d_on_odd_batches(alternating) -> None:
+def test_alternating_schedule_d_on_even_and_g_on_odd_batches(alternating) -> None:
+    # (global step before the update, batch, network): only the generator update advances the step
     steps = alternating["recorder"].steps
-    assert steps == [(i, i, "g" if i % 2 == 0 else "d") for i in range(MAX_STEPS)]
+    assert steps == [(i // 2, i, "d" if i % 2 == 0 else "g") for i in range(2 * MAX_STEPS)]
 
 
-def test_fdl_switches_on_at_the_configured_global_step(alternating) -> None:
-    # G batches run at global steps 0, 2, 4, 6; FDL only from step 3 on
-    assert alternating["recorder"].fdl_steps == [s for s in range(0, MAX_STEPS, 2) if s >= FDL_START] == [4, 6]
+def test_global_step_counts_generator_updates_and_d_updates_separately(alternating) -> None:
+    module, steps = alternating["module"], alternating["recorder"].steps
+    n_g, n_d = sum(w == "g" for _, _, w in steps), sum(w == "d" for _, _, w in steps)
+    assert alternating["trainer"].global_step == n_g == MAX_STEPS  # max_steps = generator updates
+    assert module.discriminator_updates == n_d == MAX_STEPS  # and as many D updates: the run ends on a full pair
+    last = torch.load(alternating["root"] / "ckpt" / f"epoch=0-step={MAX_STEPS}.ckpt", map_location="cpu",
+                      weights_only=False)
+    assert last["global_step"] == MAX_STEPS and last["updates"] == {"generator": MAX_STEPS, "discriminator": MAX_STEPS}
+
+
+def test_fdl_switches_on_at_the_configured_generator_update(alternating) -> None:
+    # G updates run at global steps 0, 1, 2, 3; FDL only from update 2 on (after 2 updates, as the released stage 2
+    # resumes from checkpoint-40000 with FDL on)
+    assert alternating["recorder"].fdl_steps == [s for s in range(MAX_STEPS) if s >= FDL_START] == [2, 3]
+
+
+def test_tensorboard_scalars_are_over_generator_updates(alternating) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(alternating["trainer"].logger.log_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+
+    def by_step(tag: str) -> dict[int, set[float]]:
+        values: dict[int, set[float]] = {}
+        for e in events.Scalars(tag):
+            values.setdefault(e.step, set()).add(e.value)
+        return values
+
+    # each G/D pair is logged on its generator batch at step = generator updates so far (Lightning's default axis
+    # counts batches, 0..7); Lightning re-sends the unchanged values on the next (D) batch, at the same step
+    for tag in ("train/g_total", "train/d_total", "train/g_adv", "train/d_adv", "train/d_r1", "train/lpips"):
+        assert tag in scalars, tag
+        values = by_step(tag)
+        assert sorted(values) == list(range(1, MAX_STEPS + 1)) and all(len(v) == 1 for v in values.values()), tag
+    assert by_step("train/fdl_active") == {1: {0.0}, 2: {0.0}, 3: {1.0}, 4: {1.0}}
+    assert all(e.step <= MAX_STEPS for tag in scalars for e in events.Scalars(tag))
+
+
+def test_configs_write_the_schedule_in_generator_updates() -> None:
+    """The real configs read the paper's numbers (StrSR sec. 4.1: 40,000 steps, then 20,000 with FDL), now meaning
+    60,000 G and 60,000 D updates with FDL from update 40,000 on; the demo keeps its 12 generator updates."""
+    for run in ("strsr_flux2.yaml", "strsr_zimage.yaml"):
+        real = load_config(DEMO.parents[1] / run)
+        assert real["trainer"]["max_steps"] == 60000, run
+        assert real["model"]["init_args"]["reconstruction"]["init_args"]["start_steps"] == {"fdl": 40000}, run
+        assert real["model"]["init_args"]["alternate"] is True and real["model"]["init_args"]["accumulate"] == 1
+        assert real["trainer"]["callbacks"][0]["init_args"]["every_n_train_steps"] == 1000  # released: every 1,000
+    assert CONFIG["trainer"]["max_steps"] == 12
+    assert CONFIG["model"]["init_args"]["reconstruction"]["init_args"]["start_steps"] == {"fdl": 6}
 
 
 def test_checkpoints_hold_only_lora_mlp_and_heads(alternating) -> None:
     module = alternating["module"]
     ckpts = sorted((alternating["root"] / "ckpt").glob("*.ckpt"))
-    assert [p.name for p in ckpts] == [f"epoch=0-step={s}.ckpt" for s in (2, 4, 6, 8)]
+    assert [p.name for p in ckpts] == [f"epoch=0-step={s}.ckpt" for s in (2, 4)]
     keys = set(torch.load(ckpts[-1], map_location="cpu", weights_only=False)["state_dict"])
     assert module.trainable_names() <= keys
     owners = {n.rsplit(".", 1)[0] for n in module.trainable_names()}
@@ -191,20 +243,26 @@ def test_adapter_export_writes_lora_and_mlp(alternating) -> None:
         assert len(match) == 1 and torch.equal(lora[match[0]], p.detach()), name
 
 
-def test_fdl_switch_survives_resume(alternating, losses) -> None:
+def test_resume_continues_both_counters_and_the_fdl_switch(alternating, losses) -> None:
     first = alternating["recorder"]
     ckpt = alternating["root"] / "ckpt" / "epoch=0-step=2.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["updates"] == {"generator": 2, "discriminator": 2}
     module, recorder = build_module(losses), Recorder()
-    trainer(MAX_STEPS, [recorder]).fit(module, datamodule=datamodule(), ckpt_path=str(ckpt))
-    # the same global steps as the uninterrupted run: FDL on at 4 and 6 (not at resume + 3), G/D parity kept
-    assert recorder.fdl_steps == first.fdl_steps == [4, 6]
-    assert [(s, w) for s, _, w in recorder.steps] == [(s, w) for s, _, w in first.steps[2:]]
+    fit = trainer(MAX_STEPS, [recorder])
+    fit.fit(module, datamodule=datamodule(), ckpt_path=str(ckpt))
+    # the same steps as the uninterrupted run: FDL on at 2 and 3 (not at resume + 2), the D/G order kept
+    assert recorder.fdl_steps == first.fdl_steps == [2, 3]
+    assert [(s, w) for s, _, w in recorder.steps] == [(s, w) for s, _, w in first.steps[4:]]
+    assert fit.global_step == module.discriminator_updates == MAX_STEPS  # 2 restored + 2 new of each
 
 
 def test_both_updates_every_batch_without_alternation(losses) -> None:
     module, recorder = build_module(losses, fdl_start=10**6, alternate=False), Recorder()
-    trainer(4, [recorder]).fit(module, datamodule=datamodule())  # 2 batches x (G + D)
+    fit = trainer(2, [recorder])
+    fit.fit(module, datamodule=datamodule())  # 2 batches x (G + D)
     assert [(b, w) for _, b, w in recorder.steps] == [(0, "g"), (0, "d"), (1, "g"), (1, "d")]
+    assert [s for s, _, _ in recorder.steps] == [0, 1, 1, 2]  # only the G update advances global_step
+    assert fit.global_step == module.discriminator_updates == 2
     assert recorder.fdl_steps == []
 
 
@@ -234,8 +292,8 @@ def test_cached_features_replace_the_vlm(losses, tmp_path, monkeypatch) -> None:
             paths.append(batch["path"])
 
     recorder = Recorder()
-    trainer(2, [recorder, Paths()]).fit(module, datamodule=datamodule(feature_cache=str(tmp_path / "cache")))
-    assert [w for _, _, w in recorder.steps] == ["g", "d"]
+    trainer(1, [recorder, Paths()]).fit(module, datamodule=datamodule(feature_cache=str(tmp_path / "cache")))
+    assert [w for _, _, w in recorder.steps] == ["d", "g"]
     assert any(not torch.equal(mlp_before[k], v) for k, v in module.generator.mlp.state_dict().items())
     # the features of a batch are the cached ones, on the module's device
     assert len(seen) == 2
@@ -249,8 +307,8 @@ def test_cached_features_replace_the_vlm(losses, tmp_path, monkeypatch) -> None:
 def test_cache_only_condition_needs_no_vlm(losses, tmp_path) -> None:
     module = build_module(losses, condition=VLMCondition(None, feature_dim=24))
     assert module.generator.condition.vlm is None and module.generator.mlp.in_dim == 24
-    sr = module.generator(torch.rand(1, 3, 32, 32), None, cond_features=torch.randn(1, 5, 24))  # (1, 3, 32, 32)
-    assert sr.shape == (1, 3, 32, 32) and 0 <= sr.min() and sr.max() <= 1
+    sr = module.generator.eval()(torch.rand(1, 3, 32, 32), None, cond_features=torch.randn(1, 5, 24))  # (1,3,32,32)
+    assert sr.shape == (1, 3, 32, 32) and 0 <= sr.min() and sr.max() <= 1  # evaluation output: clamped
     with pytest.raises(FileNotFoundError, match="datamodules.precompute"):
         datamodule(feature_cache=str(tmp_path / "none")).setup("fit")
     with pytest.raises(ValueError, match="width 7 but the generator's condition expects 24"):

@@ -141,16 +141,16 @@ class Recorder(L.Callback):
 
 @pytest.fixture(scope="module")
 def run(dists: DISTS, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """4 batches of 1 crop with accumulation 2: G and D step after batches 1 and 3 (global_step 4)."""
+    """4 batches of 1 crop with accumulation 2: G and D step after batches 1 and 3 (global_step 2: G updates)."""
     root = tmp_path_factory.mktemp("stage1")
     module = build_module(dists, accumulate=2)
     before = clone_state(module)
     recorder = Recorder()
     export = AdapterExport(dirpath=str(root / "export"), filename="stage1")
-    fit = trainer(max_steps=4, logger=TensorBoardLogger(str(root), name="tb"), log_every_n_steps=1,
+    fit = trainer(max_steps=2, logger=TensorBoardLogger(str(root), name="tb"), log_every_n_steps=1,
                   enable_checkpointing=True,
-                  callbacks=[recorder, ImageLogger(every_n_steps=2), export,
-                             ModelCheckpoint(dirpath=str(root / "ckpt"), every_n_train_steps=2, save_top_k=-1)])
+                  callbacks=[recorder, ImageLogger(every_n_steps=1), export,
+                             ModelCheckpoint(dirpath=str(root / "ckpt"), every_n_train_steps=1, save_top_k=-1)])
     fit.fit(module, datamodule(epoch_length=4))
     return SimpleNamespace(root=root, module=module, before=before, after=clone_state(module), recorder=recorder,
                            trainer=fit, export=export)
@@ -182,16 +182,17 @@ def test_only_lora_and_heads_change(run: SimpleNamespace) -> None:
 
 
 def test_accumulation_steps_every_second_batch(run: SimpleNamespace) -> None:
-    # Lightning counts G and D optimizer steps: one window of 2 batches advances global_step by 2
-    assert run.trainer.global_step == 2 * (4 // 2)
+    # global_step counts generator updates: one window of 2 batches advances it by 1 (one G and one D update)
     assert run.recorder.steps == [(1, "g"), (1, "d"), (3, "g"), (3, "d")]
+    assert run.trainer.global_step == 4 // 2
+    assert run.module.discriminator_updates == 4 // 2
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
 def test_checkpoint_holds_only_trainable_state(run: SimpleNamespace) -> None:
-    ckpt = torch.load(run.root / "ckpt" / "epoch=0-step=4.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run.root / "ckpt" / "epoch=0-step=2.ckpt", map_location="cpu", weights_only=False)
     module = run.module
-    assert ckpt["global_step"] == 4
+    assert ckpt["global_step"] == 2 and ckpt["updates"] == {"generator": 2, "discriminator": 2}
     assert set(ckpt["state_dict"]) == module.trainable_names() | sn_buffer_names(module)
     for key, value in ckpt["state_dict"].items():
         assert torch.equal(value, run.after[key]), key
@@ -200,7 +201,7 @@ def test_checkpoint_holds_only_trainable_state(run: SimpleNamespace) -> None:
 
 
 def test_resume_restores_step_weights_and_optimizer(run: SimpleNamespace, dists: DISTS) -> None:
-    saved = run.recorder.by_step[2]  # state when epoch=0-step=2.ckpt was written
+    saved = run.recorder.by_step[1]  # state when epoch=0-step=1.ckpt was written
     module = build_module(dists, accumulate=2)  # same (seeded) frozen networks, trainable parts perturbed below
     with torch.no_grad():
         for p in module.generator_parameters() + module.discriminator_parameters():
@@ -208,17 +209,17 @@ def test_resume_restores_step_weights_and_optimizer(run: SimpleNamespace, dists:
     perturbed = clone_state(module, module.trainable_names())
     assert all(not torch.equal(perturbed[k], v) for k, v in saved["trainable"].items())
     recorder = Recorder()
-    fit = trainer(max_steps=4, callbacks=[recorder])
-    fit.fit(module, datamodule(epoch_length=4), ckpt_path=str(run.root / "ckpt" / "epoch=0-step=2.ckpt"))
+    fit = trainer(max_steps=2, callbacks=[recorder])
+    fit.fit(module, datamodule(epoch_length=4), ckpt_path=str(run.root / "ckpt" / "epoch=0-step=1.ckpt"))
     start = recorder.at_start
-    assert start["global_step"] == 2
+    assert start["global_step"] == 1 and module.discriminator_updates == 2  # 1 restored + 1 new D update
     assert start["trainable"].keys() == saved["trainable"].keys()
     for key, value in saved["trainable"].items():
         assert torch.equal(start["trainable"][key], value), key
     assert tensors_equal(start["optimizers"], saved["optimizers"])
     assert start["optimizers"][0]["state"], "optimizer state was empty: nothing restored"
     # it continues: one more window of 2 batches, one G and one D step, to max_steps
-    assert fit.global_step == 4
+    assert fit.global_step == 2
     assert [which for _, which in recorder.steps] == ["g", "d"]
 
 
@@ -264,6 +265,9 @@ def test_tensorboard_images_and_scalars(run: SimpleNamespace) -> None:
         assert tag in tags["scalars"], tag
     values = {tag: [e.value for e in events.Scalars(tag)] for tag in tags["scalars"]}
     assert len(values["train/g_total"]) == 4  # one value per batch
+    # x-axis: generator updates after each batch (micro-batches of one accumulation window share their step)
+    for tag in ("train/g_total", "train/d_total"):
+        assert [e.step for e in events.Scalars(tag)] == [0, 1, 1, 2], tag
     for g, ea, mae, adv in zip(values["train/g_total"], values["train/ea_dists"], values["train/mae"],
                                values["train/g_adv"]):
         assert g == pytest.approx(5.0 * ea + 0.5 * mae + 0.5 * adv, rel=1e-5)  # eq. 8 with the config's weights
@@ -302,5 +306,5 @@ def test_nan_loss_skips_the_step_and_training_continues(dists: DISTS, monkeypatc
     assert all(torch.isfinite(p).all() for p in module.generator_parameters())
     assert recorder.skipped_logged == [0.0, 1.0, 1.0]
     assert [w for _, w in recorder.steps] == ["g", "d", "d", "g", "d"]
-    assert fit.global_step == 5  # 2 G + 3 D steps
+    assert fit.global_step == 2 and module.discriminator_updates == 3  # the skipped G update is not counted
     assert module.guard.total_skips == {"g": 1, "d": 0} and module.guard.consecutive == {"g": 0, "d": 0}

@@ -138,7 +138,7 @@ def test_per_chunk_stepping_counts(run: SimpleNamespace) -> None:
     # Algorithm 2: for each of the N^2 chunks a generator step, then a discriminator step on that chunk
     per_image = ["g", "d"] * CHUNKS
     assert run.recorder.steps == [(0, w) for w in per_image] + [(1, w) for w in per_image]
-    assert run.trainer.global_step == 2 * CHUNKS * 2
+    assert run.trainer.global_step == run.module.discriminator_updates == 2 * CHUNKS  # generator updates
 
 
 def test_stage1_adapter_and_backbones_unchanged(run: SimpleNamespace, stage1: SimpleNamespace) -> None:
@@ -166,6 +166,37 @@ def test_stage1_adapter_and_backbones_unchanged(run: SimpleNamespace, stage1: Si
     assert heads and all(not torch.equal(run.before[n], run.after[n]) for n in heads)
 
 
+def test_fresh_stage2_heads_are_calibrated(dists: DISTS, stage1: SimpleNamespace) -> None:
+    """Stage 2 starts a second, fresh head set: before any step, in eval (the generator step), every spectral-norm
+    weight is already normalised to a top singular value of 1."""
+    disc = build_module(dists, stage1.path).discriminator.eval()
+    with torch.no_grad():
+        disc(torch.rand(1, 3, R, R))
+    layers = [m for m in disc.heads.modules() if hasattr(m, "weight_orig")]
+    assert len(layers) == 2 * disc.num_levels
+    for layer in layers:
+        sigma = torch.linalg.matrix_norm(layer.weight.detach().reshape(layer.weight.shape[0], -1), ord=2)
+        assert abs(float(sigma) - 1.0) < 0.05
+
+
+def test_checkpoint_keeps_and_restores_spectral_norm_vectors(run: SimpleNamespace, dists: DISTS,
+                                                             stage1: SimpleNamespace) -> None:
+    """The trainable-only checkpoint filter keeps the heads' u/v vectors, and loading the file the way Lightning
+    resumes (``load_state_dict(strict=strict_loading)``) puts them back into a fresh module."""
+    checkpoint = {"state_dict": {k: v.clone() for k, v in run.module.state_dict().items()}}
+    run.module.on_save_checkpoint(checkpoint)
+    state = checkpoint["state_dict"]
+    sn = {f"discriminator.{k}" for k in run.module.discriminator.trainable_state_dict() if k.endswith(("_u", "_v"))}
+    assert len(sn) == 2 * 2 * run.module.discriminator.num_levels and sn <= set(state)
+    fresh = build_module(dists, stage1.path)
+    moved = [k for k in sn if not torch.equal(fresh.state_dict()[k], run.after[k])]
+    assert moved, "training did not change any u/v: the restore below would prove nothing"
+    fresh.load_state_dict(state, strict=fresh.strict_loading)
+    restored = fresh.state_dict()
+    for key in sn | run.module.trainable_names():
+        assert torch.equal(restored[key], run.after[key]), key
+
+
 def test_stage1_pass_uses_frozen_adapter_at_t1(dists: DISTS, stage1: SimpleNamespace) -> None:
     module = build_module(dists, stage1.path).eval()
     gen = module.generator
@@ -189,7 +220,7 @@ def test_accumulated_chunks_equal_one_graph(dists: DISTS, stage1: SimpleNamespac
     recorder = StepRecorder()
     fit = trainer(callbacks=[recorder])
     fit.fit(module, datamodule(epoch_length=1))
-    assert recorder.steps == [(0, "g"), (0, "d")] and fit.global_step == 2
+    assert recorder.steps == [(0, "g"), (0, "d")] and fit.global_step == 1
 
     # reference: restore the pre-step state, rebuild all chunk losses in one graph, one backward each for G and D
     module.load_state_dict(recorder.state_before)
@@ -217,6 +248,31 @@ def test_accumulated_chunks_equal_one_graph(dists: DISTS, stage1: SimpleNamespac
         flat_got, flat_want = torch.cat([g.flatten() for g in got]), torch.cat([w.flatten() for w in want])
         assert flat_want.abs().max() > 0
         torch.testing.assert_close(flat_got, flat_want, rtol=1e-4, atol=1e-6 * float(flat_want.abs().max()))
+
+
+def test_m4n2_variant_trains_on_x8_lq_with_accumulation_4(dists: DISTS, stage1: SimpleNamespace) -> None:
+    """M = 4 with a x8 degradation: the 8 px LQ of a 64 px GT is upsampled x4 to the stage-1 pass at H/N = 32 (the
+    x8 inference path, M4N2); with accumulation 4 the N^2 = 4 chunk backwards of the image make one G and one D
+    update (the real configs' schedule: 3,500 images = 3,500 updates)."""
+    module = build_module(dists, stage1.path, m=4, accumulate=4)
+    seen: list[tuple[tuple[int, ...], tuple[int, int]]] = []
+    original = module.stage1_output
+
+    def spy(lq: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        seen.append((tuple(lq.shape[-2:]), tuple(size)))
+        return original(lq, size)
+
+    module.stage1_output = spy
+    recorder = StepRecorder()
+    data = SRDataModule(train_dirs=None, crop_size=CROP, batch_size=1, num_workers=0, epoch_length=1,
+                        degradation=RealESRGANDegradation(preset="light", scale=8, resize_back=True))
+    trainer(callbacks=[recorder]).fit(module, data)
+    assert seen == [((CROP // 8, CROP // 8), (CROP // N, CROP // N))]  # 8 -> x4 -> 32 -> x2 -> 64
+    assert recorder.steps == [(0, "g"), (0, "d")]
+    with pytest.raises(ValueError, match=r"M=4, N=2: a 64x64 GT needs a 8x8 LQ .* got 16x16.*scale to 8"):
+        module.training_step({"gt": torch.rand(1, 3, CROP, CROP), "lq": torch.rand(1, 3, CROP // 4, CROP // 4)}, 0)
+    with pytest.raises(ValueError, match="M must be a positive integer"):
+        build_module(dists, stage1.path, m=0)
 
 
 def test_chunk_grid_order_and_content() -> None:

@@ -97,7 +97,7 @@ def test_channels_last_switch_keeps_the_output(tmp_path: Path, monkeypatch: pyte
     # the demo chain's exported adapters, written into the working folder from the demo stage-1 generator
     generator = cli_main(["--config", str(root / "configs/demo/stage1.yaml")], run=False).model.generator
     for stage in ("stage1", "stage2"):
-        generator.export_adapter(tmp_path / f"runs/demo_{stage}/export/{stage}.safetensors")
+        generator.export_adapter(tmp_path / f"runs/demo_{stage}/version_0/export/{stage}.safetensors")
     base = ["--config", str(root / "configs/demo/predict_x4.yaml")]
     outputs = []
     for flag in ("false", "true"):

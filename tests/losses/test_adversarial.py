@@ -117,3 +117,29 @@ def test_ragan_discriminator_loss_ignores_a_shift_of_one_levels_logits() -> None
     assert abs(grad.item()) < 1e-6
     moved = loss.discriminator_loss([real[0] + 0.7, real[1]], fake)  # shifting the reals alone does change it
     assert abs(moved.item() - base.item()) > 1e-3
+
+
+def test_ragan_released_form_halves_paper_eq7() -> None:
+    """Hand values of both forms on one vector level, B = 2. Paper eq. 7 with g(x, y) = sigmoid(C(x) - E_y[C(y)]):
+    L_D = -E[log g(r, f)] - E[log(1 - g(f, r))], L_G = -E[log g(f, r)] - E[log(1 - g(r, f))]. The released code
+    (jkwang28/StrSR, HYPIR/trainer/base.py) divides each by 2."""
+    r, f = [1.0, 3.0], [0.0, -1.0]  # mean r = 2, mean f = -0.5
+
+    def sig(z: float) -> float:
+        return 1 / (1 + math.exp(-z))
+
+    mean_r, mean_f = sum(r) / 2, sum(f) / 2
+    paper_d = (-sum(math.log(sig(x - mean_f)) for x in r) / 2 - sum(math.log(1 - sig(y - mean_r)) for y in f) / 2)
+    paper_g = (-sum(math.log(sig(y - mean_r)) for y in f) / 2 - sum(math.log(1 - sig(x - mean_f)) for x in r) / 2)
+    real, fake = [torch.tensor(r).view(2, 1)], [torch.tensor(f).view(2, 1)]
+    paper, released = RaGAN(form="paper"), RaGAN()
+    assert released.form == "released"
+    assert paper.discriminator_loss(real, fake).item() == pytest.approx(paper_d, rel=1e-6)
+    assert paper.generator_loss(fake, real).item() == pytest.approx(paper_g, rel=1e-6)
+    assert released.discriminator_loss(real, fake).item() == pytest.approx(paper_d / 2, rel=1e-6)
+    assert released.generator_loss(fake, real).item() == pytest.approx(paper_g / 2, rel=1e-6)
+    # spot check by explicit numbers: D's real term is -(log sig(1.5) + log sig(3.5)) / 2
+    assert -(math.log(sig(1.5)) + math.log(sig(3.5))) / 2 == pytest.approx(
+        -sum(math.log(sig(x - mean_f)) for x in r) / 2)
+    with pytest.raises(ValueError, match="form"):
+        RaGAN(form="half")

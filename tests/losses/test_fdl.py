@@ -99,3 +99,25 @@ def test_minimum_size_and_fp32_under_autocast(fdl) -> None:
     torch.testing.assert_close(got, fdl(x, y))
     fdl.train()
     assert not fdl.training
+
+
+def test_pixel_range_is_the_released_minus_one_one_input(fdl) -> None:
+    """Default ``"-1,1"``: the VGG sees ImageNet-normalised ``2 x - 1``, as the released StrSR feeds its FDL
+    (jkwang28/StrSR ``HYPIR/trainer/base.py`` at 46e57115: ``self.fdl_loss(x, gt)`` on [-1, 1] tensors);
+    ``"0,1"``: the plain [0, 1] image."""
+    torch.manual_seed(5)
+    x, y = torch.rand(2, 3, 80, 80), torch.rand(2, 3, 80, 80)
+    assert fdl.pixel_range == "-1,1"
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    h = (x * 2 - 1 - mean) / std  # by hand
+    for stage, got in zip(fdl.stages, fdl.features(x)):
+        h = stage(h)
+        torch.testing.assert_close(got, h)
+    ours = FDL(Source(config=NARROW), num_projections=8, seed=3, pixel_range="0,1")
+    ours.load_state_dict(fdl.state_dict())
+    # [-1, 1] through the "0,1" module is the same computation as [0, 1] through the default one
+    torch.testing.assert_close(ours(x * 2 - 1, y * 2 - 1), fdl(x, y))
+    assert not torch.allclose(ours(x, y), fdl(x, y))
+    with pytest.raises(ValueError, match="pixel_range"):
+        FDL(Source(config=NARROW), num_projections=8, pixel_range="0,255")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+import math
+
 from models.conditions import AdaptiveMLP, TextEmbeddingCondition, VLMCondition
-from models.conditions.vlm import qwen_vl_patchify, smart_resize
+from models.conditions.qwen_resize import processor_size, released_resize, to_8bit, vl_utils_size
+from models.conditions.vlm import RELEASED_CODE_PROMPT, qwen_vl_patchify, smart_resize
 from models.pretrained import Source
 
 IMAGE, VSTART, VEND = 60, 62, 63
@@ -27,9 +30,10 @@ PROMPT_IDS = [1, 2, VSTART, IMAGE, VEND, 5, 6, 7, 8, 9, 3, 1, 4]
 
 @pytest.fixture(scope="module")
 def vlm() -> VLMCondition:
+    """The processor's sizing alone (``pre_resize_factor=None``), compared with transformers' processor below."""
     torch.manual_seed(0)
     return VLMCondition(Source(config=TINY_QWEN3_VL), prompt_ids=PROMPT_IDS, dtype="fp32", min_pixels=16 * 16,
-                        max_tokens=512)
+                        max_tokens=512, pre_resize_factor=None)
 
 
 def test_adaptive_mlp_is_linear_silu_linear() -> None:
@@ -147,7 +151,7 @@ def test_vlm_with_processor_matches_the_processor_pipeline(vlm: VLMCondition, pr
     from transformers import AutoProcessor
 
     cond = VLMCondition(Source(config=TINY_QWEN3_VL), processor=Source(pretrained=processor_dir), dtype="fp32",
-                        min_pixels=16 * 16)
+                        min_pixels=16 * 16, prompt="Describe this image in detail.", pre_resize_factor=None)
     cond.vlm.load_state_dict(vlm.vlm.state_dict())
     assert cond.prompt_ids == [64, 1, 62, 60, 63, 3, 4, 5, 6, 7, 65, 64, 2]
     # Reference: the released code's path, i.e. the processor on uint8 images, then image positions removed.
@@ -162,3 +166,72 @@ def test_vlm_with_processor_matches_the_processor_pipeline(vlm: VLMCondition, pr
     ours = cond(img.float() / 255, 2)
     torch.testing.assert_close(ours, hidden[:, keep], rtol=1e-4, atol=1e-5)
     assert ours.shape[1] == len(cond.prompt_ids) - 1
+
+
+def qwen_vl_utils_smart_resize(height: int, width: int, factor: int) -> tuple[int, int]:
+    """Re-implementation of ``smart_resize`` of qwen-vl-utils (QwenLM/Qwen3-VL at commit
+    004d5e0a0d4514ce8945356ae8c969f4dc0080dc, ``qwen-vl-utils/src/qwen_vl_utils/vision_process.py``) with the
+    defaults ``fetch_image`` passes: min_pixels = 4 * factor^2, max_pixels = 16384 * factor^2."""
+    min_pixels, max_pixels = 4 * factor * factor, 16384 * factor * factor
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+SIZES = [(256, 256), (255, 257), (128, 96), (24, 24), (13, 40), (700, 500), (1024, 768), (3000, 4000),
+         (5000, 100), (10, 1900), (42, 42), (14, 14)]
+
+
+def test_released_sizing_follows_both_smart_resize_rules() -> None:
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as hf_smart_resize
+
+    for h, w in SIZES:
+        assert vl_utils_size(h, w) == qwen_vl_utils_smart_resize(h, w, 28), (h, w)
+        # then the Qwen3-VL-4B processor: patch 16 x merge 2, 65,536 .. 16,777,216 pixels
+        h1, w1 = vl_utils_size(h, w)
+        assert processor_size(h1, w1, 32, 256 * 256, 4096 * 4096) == hf_smart_resize(h1, w1, 32, 256 * 256,
+                                                                                     4096 * 4096), (h, w)
+    assert smart_resize is processor_size
+    # the StrSR case: a 1024 crop at x4 gives a 256 LR, resized to 252 (multiple of 28), then back to 256
+    assert vl_utils_size(256, 256) == (252, 252) and processor_size(252, 252, 32, 256 * 256, 4096 * 4096) == (256, 256)
+    assert vl_utils_size(24, 24) == (56, 56)  # below 4 tokens of 28 px: scaled up
+    with pytest.raises(ValueError, match="aspect ratio"):
+        vl_utils_size(10, 2500)
+
+
+def test_released_preprocessing_matches_pil_then_the_processor() -> None:
+    """Our batched released sizing against the released path: the uint8 LR resized by PIL (bicubic, what
+    ``fetch_image`` calls) to the qwen-vl-utils size, then transformers' Qwen2VLImageProcessor."""
+    from PIL import Image
+    from transformers import Qwen2VLImageProcessor
+
+    proc = Qwen2VLImageProcessor(patch_size=8, merge_size=2, temporal_patch_size=2, image_mean=[0.5] * 3,
+                                 image_std=[0.5] * 3, min_pixels=16 * 16, max_pixels=4096 * 4096)
+    torch.manual_seed(2)
+    lq = to_8bit(torch.rand(2, 3, 40, 60).clamp(0, 1))  # the degraded LR, on 8-bit levels
+    torch.manual_seed(0)
+    cond = VLMCondition(Source(config=TINY_QWEN3_VL), prompt_ids=PROMPT_IDS, dtype="fp32", min_pixels=16 * 16)
+    assert cond.pre_resize_factor == 28 and cond.prompt == RELEASED_CODE_PROMPT  # the defaults
+    pixel_values, grid = cond.preprocess(lq)
+    size = vl_utils_size(40, 60)  # 28 x 56 is under 4 tokens of 28 px: scaled up to 56 x 84
+    pil = [Image.fromarray((x * 255).round().byte().permute(1, 2, 0).numpy()).resize((size[1], size[0]))
+           for x in lq]
+    ref = proc(images=pil, return_tensors="pt")
+    assert size == (56, 84)
+    assert grid.tolist() == ref["image_grid_thw"].tolist() == [[1, 8, 10]] * 2  # 56x84 -> 64x80 -> 8x10 patches
+    # the same filter and 8-bit passes as PIL, then torchvision's uint8 resize: rounding may differ by a level
+    diff = (pixel_values - ref["pixel_values"]).abs() * 0.5 * 255  # in 8-bit levels
+    assert diff.max() <= 2 + 1e-3 and diff.mean() < 0.1
+    # without the pre-resize the image would go straight to 32x64: another grid
+    direct = VLMCondition(Source(config=TINY_QWEN3_VL), prompt_ids=PROMPT_IDS, dtype="fp32", min_pixels=16 * 16,
+                          pre_resize_factor=None)
+    assert direct.preprocess(lq)[1].tolist() == [[1, 4, 8]] * 2
+    assert released_resize(lq, 16, 16 * 16, 4096 * 4096).shape[-2:] == (64, 80)

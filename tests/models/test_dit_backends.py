@@ -91,7 +91,8 @@ def test_flux2_normalisation_uses_bn_statistics_and_round_trips(flux2: Flux2Back
     torch.testing.assert_close(z, (patchify_latents(raw) - mean) / std)
     torch.testing.assert_close(flux2.normalize(flux2.denormalize(z)), z, rtol=0, atol=1e-5)
     dec = flux2.vae.decode(unpatchify_latents(patchify_latents(raw))).sample
-    torch.testing.assert_close(flux2.decode(z), (dec.clamp(-1, 1) + 1) / 2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(flux2.decode(z), (dec + 1) / 2, rtol=1e-4, atol=1e-5)  # unclamped
+    assert (dec.abs() > 1).any()  # the random decoder overshoots: the comparison covers the clamp
 
 
 def test_flux2_one_step_equals_flow_match_euler_step(flux2: Flux2Backend) -> None:
@@ -154,11 +155,51 @@ def test_zimage_reversed_time_and_sign_give_the_flux_update(zimage: ZImageBacken
 def test_zimage_vae_scaling_and_pad_tokens(zimage: ZImageBackend) -> None:
     assert (zimage.scaling_factor, zimage.shift_factor) == (0.3611, 0.1159)
     assert zimage.transformer.x_pad_token.abs().sum() > 0 and zimage.transformer.cap_pad_token.abs().sum() > 0
+    assert zimage.latent_convention == "released"  # the default
     torch.manual_seed(5)
     x = torch.rand(1, 3, 16, 16)
     raw = zimage.vae.encode(x * 2 - 1).latent_dist.mode()
-    z = zimage.encode(x)
-    torch.testing.assert_close(z, (raw - 0.1159) * 0.3611)
+    torch.testing.assert_close(zimage.encode(x), raw)  # released: the raw latent enters the DiT
+    normalized = ZImageBackend(Source(config=TINY_ZIMAGE), Source(config=TINY_ZIMAGE_VAE), dtype="fp32",
+                               latent_convention="normalized")
+    normalized.vae.load_state_dict(zimage.vae.state_dict())
+    z = normalized.encode(x)
+    torch.testing.assert_close(z, (raw - 0.1159) * 0.3611)  # the diffusers pipeline's model space
     dec = zimage.vae.decode(raw).sample
-    torch.testing.assert_close(zimage.decode(z), (dec.clamp(-1, 1) + 1) / 2, rtol=1e-4, atol=1e-5)
+    for backend in (zimage, normalized):  # both decode z / scaling + shift, unclamped
+        torch.testing.assert_close(backend.decode(z), (dec + 1) / 2, rtol=1e-4, atol=1e-5)
     assert zimage.text_dim == 32 and zimage.pixel_multiple == 4  # tiny VAE: /2, then 2x2 patches
+    with pytest.raises(ValueError, match="latent_convention"):
+        ZImageBackend(Source(config=TINY_ZIMAGE), Source(config=TINY_ZIMAGE_VAE), latent_convention="scaled")
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_zimage_forward_equals_the_released_forward(zimage: ZImageBackend, train: bool) -> None:
+    """Our one-step Z-Image generator against a re-implementation of the released forward (jkwang28/StrSR at commit
+    46e57115de967b19bb27c5c783bc5bcb819c86a4: ``HYPIR/trainer/zimage_vlm.py`` ``prepare_batch_inputs`` /
+    ``forward_generator`` / ``_decode_latents``, and ``test_zimage.py``): the raw VAE latent
+    ``latent_dist.sample()`` enters the transformer at model time (1000 - 800) / 1000, the output is negated, one
+    Euler step z - 0.8 v, decoded with z / scaling + shift; same tiny weights, in eval (latent mode) and in training
+    (latent sample, same random draw)."""
+    cond = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(6))
+    condition = TextEmbeddingCondition(dim=32, length=5)
+    gen = OneStepDiTGenerator(zimage, condition, sigma=0.8).train(train)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(7))  # bicubic-upsampled LR in [0, 1]
+    with torch.no_grad():
+        torch.manual_seed(8)
+        ours = gen.restore(x, cond)
+        torch.manual_seed(8)
+        dist = zimage.vae.encode(x * 2 - 1).latent_dist
+        z_lq = dist.sample() if train else dist.mode()
+        t = (1000 - torch.full((2,), 800, dtype=torch.long)) / 1000
+        out = zimage.transformer(list(z_lq.unsqueeze(2).unbind(0)), t, list(cond.unbind(0)), return_dict=False)[0]
+        noise_pred = -torch.stack([o.float() for o in out], dim=0).squeeze(2)
+        latents = z_lq.float() - (0.8 - 0.0) * noise_pred
+        image = zimage.vae.decode(latents / zimage.vae.config.scaling_factor + zimage.vae.config.shift_factor,
+                                  return_dict=False)[0]
+    expected = (image + 1) / 2
+    if train:  # the training output is not clamped (the released trainer's x); the random VAE overshoots
+        assert ((expected < 0) | (expected > 1)).any()
+    else:  # the evaluation output is
+        expected = expected.clamp(0, 1)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)

@@ -68,6 +68,31 @@ def test_lora_targets_resolve_to_linear_layers(gen: OneStepDiTGenerator) -> None
     assert gen.mlp is not None and (gen.mlp.in_dim, gen.mlp.out_dim, gen.mlp.hidden) == (24, 32, 16)
 
 
+def test_lora_targets_equal_the_released_resolution(gen: OneStepDiTGenerator) -> None:
+    """The released StrSR code (jkwang28/StrSR at commit 46e57115de967b19bb27c5c783bc5bcb819c86a4) resolves FLUX.2's
+    patterns itself (``HYPIR/trainer/flux_vlm.py`` ``_resolve_lora_targets``: Linear/Conv modules whose name ends
+    with a pattern, no dot boundary) and hands Z-Image's patterns to peft (``HYPIR/trainer/zimage_vlm.py``). Our
+    dot-boundary resolution to Linear layers gives the same modules on both tiny backbones."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    def released_resolution(model: torch.nn.Module, patterns: tuple[str, ...]) -> list[str]:
+        kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+        return sorted({n for n, m in model.named_modules() if isinstance(m, kinds)
+                       and any(n.endswith(p) for p in patterns) and ".lora_" not in n and not n.endswith("base_layer")})
+
+    fresh = flux2_backend()
+    assert resolve_lora_targets(fresh.transformer, FLUX2_LORA_TARGETS) == released_resolution(fresh.transformer,
+                                                                                               FLUX2_LORA_TARGETS)
+    z = ZImageBackend(Source(config=TINY_ZIMAGE), Source(config=dict(TINY_VAE, latent_channels=16)), dtype="fp32")
+    ours = resolve_lora_targets(z.transformer, ZIMAGE_LORA_TARGETS)
+    peft_model = get_peft_model(copy.deepcopy(z.transformer), PeftLoraConfig(
+        r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=list(ZIMAGE_LORA_TARGETS)))
+    adapted = sorted(n.removeprefix("base_model.model.") for n, m in peft_model.named_modules()
+                     if isinstance(getattr(m, "lora_A", None), torch.nn.ModuleDict) and len(m.lora_A) > 0)
+    assert ours == adapted and len(ours) > 7
+
+
 def test_only_lora_and_mlp_receive_gradients_and_change(gen: OneStepDiTGenerator) -> None:
     g = copy.deepcopy(gen)
     g.train()
@@ -102,6 +127,30 @@ def test_forward_shapes_padding_and_determinism(gen: OneStepDiTGenerator) -> Non
         a, b = gen(lq_up, lq), gen(lq_up, lq)
     assert a.shape == lq_up.shape and 0 <= a.min() and a.max() <= 1
     torch.testing.assert_close(a, b, rtol=0, atol=0)  # eval encodes with the mode: deterministic
+
+
+def test_training_output_is_unclamped_unless_clamp_train(gen: OneStepDiTGenerator) -> None:
+    """The released trainer computes its losses and the discriminator input on the unclamped decoder output
+    (jkwang28/StrSR, HYPIR/trainer/base.py, ``optimize_generator_image``): so does ours by default; evaluation
+    clamps, and ``clamp_train`` restores clamping in training."""
+    lq_up, lq = _inputs(1, 8, 8, seed=4)
+    cond = gen.encode_condition(lq, 1)
+    with torch.no_grad():
+        gen.train()
+        torch.manual_seed(9)
+        train_out = gen.restore(lq_up, cond)
+        gen.clamp_train = True
+        try:
+            torch.manual_seed(9)
+            clamped = gen.restore(lq_up, cond)
+        finally:
+            gen.clamp_train = False
+        gen.eval()
+        eval_out = gen.restore(lq_up, cond)
+    assert gen.clamp_train is False  # the default
+    assert ((train_out < 0) | (train_out > 1)).any()  # the random decoder overshoots [0, 1]
+    torch.testing.assert_close(clamped, train_out.clamp(0, 1), rtol=0, atol=0)
+    assert 0 <= eval_out.min() and eval_out.max() <= 1
 
 
 def test_tiled_forward_single_tile_equals_forward_and_condition_runs_once(gen: OneStepDiTGenerator) -> None:

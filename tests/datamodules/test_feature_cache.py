@@ -16,18 +16,8 @@ from datamodules.degradation import RealESRGANDegradation
 from datamodules.feature_cache import MANIFEST, CachedFeatureDataset, FeatureCache, bicubic_lr, collate_features
 from models.conditions import VLMCondition
 from models.pretrained import Source
+from tiny_models import TINY_QWEN3_VL, PROMPT_IDS
 
-TINY_QWEN3_VL = dict(
-    text_config=dict(vocab_size=64, hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
-                     num_key_value_heads=1, head_dim=12, max_position_embeddings=256,
-                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 2, 2],
-                                      "mrope_interleaved": True}),
-    vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=8, spatial_merge_size=2,
-                       temporal_patch_size=2, out_hidden_size=24, num_position_embeddings=64,
-                       deepstack_visual_indexes=[0]),
-    image_token_id=60, video_token_id=61, vision_start_token_id=62, vision_end_token_id=63,
-)
-PROMPT_IDS = [1, 2, 62, 60, 63, 5, 6, 7, 3]
 
 
 @pytest.fixture(scope="module")

@@ -23,16 +23,8 @@ from models.generators.flux2_backend import (
 )
 from models.generators.zimage_backend import ZImageBackend
 from models.pretrained import Source
+from tiny_models import TINY_VAE, TINY_ZIMAGE_VAE, TINY_FLUX2, TINY_ZIMAGE
 
-TINY_VAE = dict(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=4, sample_size=32)
-TINY_FLUX2 = dict(patch_size=1, in_channels=128, num_layers=1, num_single_layers=1, attention_head_dim=16,
-                  num_attention_heads=2, joint_attention_dim=32, timestep_guidance_channels=32, mlp_ratio=2.0,
-                  axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False)
-TINY_ZIMAGE = dict(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=1, n_refiner_layers=1,
-                   n_heads=2, n_kv_heads=2, cap_feat_dim=32, axes_dims=[4, 6, 6], axes_lens=[64, 32, 32])
-TINY_ZIMAGE_VAE = dict(TINY_VAE, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159,
-                       use_quant_conv=False, use_post_quant_conv=False)
 
 
 @pytest.fixture(scope="module")

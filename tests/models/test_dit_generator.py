@@ -14,25 +14,8 @@ from models.generators.flux2_backend import FLUX2_LORA_TARGETS, Flux2Backend
 from models.generators.zimage_backend import ZIMAGE_LORA_TARGETS, ZImageBackend
 from models.lora import LoraConfig
 from models.pretrained import Source
+from tiny_models import TINY_VAE, TINY_FLUX2, TINY_ZIMAGE, TINY_QWEN3_VL, PROMPT_IDS
 
-TINY_VAE = dict(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=4, sample_size=32)
-TINY_FLUX2 = dict(patch_size=1, in_channels=128, num_layers=1, num_single_layers=1, attention_head_dim=16,
-                  num_attention_heads=2, joint_attention_dim=32, timestep_guidance_channels=32, mlp_ratio=2.0,
-                  axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False)
-TINY_ZIMAGE = dict(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=1, n_refiner_layers=1,
-                   n_heads=2, n_kv_heads=2, cap_feat_dim=32, axes_dims=[4, 6, 6], axes_lens=[64, 32, 32])
-TINY_QWEN3_VL = dict(
-    text_config=dict(vocab_size=64, hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
-                     num_key_value_heads=1, head_dim=12, max_position_embeddings=256,
-                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 2, 2],
-                                      "mrope_interleaved": True}),
-    vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=8, spatial_merge_size=2,
-                       temporal_patch_size=2, out_hidden_size=24, num_position_embeddings=64,
-                       deepstack_visual_indexes=[0]),
-    image_token_id=60, video_token_id=61, vision_start_token_id=62, vision_end_token_id=63,
-)
-PROMPT_IDS = [1, 2, 62, 60, 63, 5, 6, 7, 3]
 
 
 def flux2_backend(**kw) -> Flux2Backend:

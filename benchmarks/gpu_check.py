@@ -44,6 +44,10 @@ DRY_TRAIN = (Case("demo stage1 64", "demo/stage1.yaml", 64, real=False),
              Case("demo stage2 64=4x32", "demo/stage2.yaml", 64, real=False),
              Case("demo FLUX.2 96 cached", "demo/strsr_flux2.yaml", 96, cached=True, real=False))
 DRY_INFER = {"predict_x4.yaml": "demo/predict_x4.yaml", "predict_x8.yaml": "demo/predict_x8.yaml"}
+#: the papers' figures for the training rows (neither paper gives seconds per training step)
+PAPER_TRAIN = {"stage1.yaml": "OMGSR: 21-24 GB, stage-1-like step, batch 1",
+               "stage2.yaml": "TUDSR sec. 3.8: peak of one R x R chunk, ~stage 1",
+               "strsr_flux2.yaml": "StrSR: trained on 80 GB A800s"}
 
 
 def _free(device: str) -> None:
@@ -84,7 +88,8 @@ def check_training(case: Case, device: str, workdir: Path, adapter: str | None, 
         seconds = sum(times) / max(1, len(times))
         pred = _combined(prediction, kind)
         row = {"item": f"{case.label} {kind}", "measured_s": seconds, "measured_peak_GiB": timer.peak_mb / 1024,
-               "pred_s_40%MFU": pred["s_H100"], "pred_peak_GiB": pred["peak_GiB"], "pred_TFLOP": pred["TFLOP"]}
+               "pred_s_40%MFU": pred["s_H100"], "pred_peak_GiB": pred["peak_GiB"], "pred_TFLOP": pred["TFLOP"],
+               "paper": PAPER_TRAIN.get(Path(case.config).name, "")}
         if peak_flops:
             row["MFU"] = pred["TFLOP"] * 1e12 / seconds / peak_flops
         rows.append(row)

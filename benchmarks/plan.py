@@ -3,7 +3,8 @@
     python -m benchmarks.plan [--quick] [--no-validation] [--cases SUBSTRING ...]
 
 Each real config (``configs/stage1.yaml`` at 512, ``stage2.yaml`` at 1024 in 2 x 2 chunks of 512,
-``strsr_flux2.yaml`` / ``strsr_zimage.yaml`` at 1024, the predict configs at the TUDSR Table 3 sizes) is loaded
+``strsr_flux2.yaml`` / ``strsr_zimage.yaml`` at 1024, the DiT stage 2 ``strsr_stage2_{flux2,zimage}.yaml`` at
+2048 in 2 x 2 chunks of 1024, the predict configs at the TUDSR Table 3 sizes) is loaded
 with ``onestep_sr.config.load_config``, its ``pretrained:`` sources swapped for the real architectures
 (:func:`benchmarks.arch.offline`), and its LightningModule built on the meta device. One steady-state training
 step runs through the module's own ``training_step`` (G and D updates; :mod:`benchmarks.step_meter`) with CUDA
@@ -22,8 +23,8 @@ one more pass of saved activations and its input-gradient backward). The StrSR r
 larger step).
 
 Validation rows: the same prediction for the CPU (fp32, no autocast, CPU attention) against a measured CPU step of
-the same module in a fresh process (:mod:`benchmarks.plan_validate`): the demo configs and the real-size stage 1
-at crop 128. ``--quick`` keeps the demo rows only.
+the same module in a fresh process (:mod:`benchmarks.plan_validate`): the demo configs (DiT stage 2 included)
+and the real-size stage 1 at crop 128. ``--quick`` keeps the demo rows only.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ TRAIN_CASES = (
     Case("Z-Image 1024 cached GC", "strsr_zimage.yaml", 1024, cached=True),
     Case("Z-Image 1024 cached noGC", "strsr_zimage.yaml", 1024, gc=False, cached=True),
     Case("Z-Image 1024 liveVLM GC", "strsr_zimage.yaml", 1024),
+    Case("FLUX.2 stage2 2048=4x1024 cached GC", "strsr_stage2_flux2.yaml", 2048, cached=True),
+    Case("FLUX.2 stage2 2048=4x1024 liveVLM GC", "strsr_stage2_flux2.yaml", 2048),
+    Case("Z-Image stage2 2048=4x1024 cached GC", "strsr_stage2_zimage.yaml", 2048, cached=True),
 )
 INFER_CASES = tuple(Case(f"x{s} {n}->{n * s}", f"predict_x{s}.yaml", n) for n in (128, 256) for s in (4, 8))
 VALIDATION_CASES = (
@@ -89,6 +93,7 @@ VALIDATION_CASES = (
     Case("demo stage2 64=4x32", "demo/stage2.yaml", 64, real=False),
     Case("demo FLUX.2 96 cached", "demo/strsr_flux2.yaml", 96, cached=True, real=False),
     Case("demo Z-Image 96 cached", "demo/strsr_zimage.yaml", 96, cached=True, real=False),
+    Case("demo FLUX.2 stage2 192=4x96 cached", "demo/strsr_stage2_flux2.yaml", 192, cached=True, real=False),
     Case("real stage1 128", "stage1.yaml", 128),
 )
 
@@ -130,12 +135,24 @@ def _load(config: str, real: bool) -> dict[str, Any]:
 
 
 def stage1_adapter(case: Case, workdir: Path) -> str:
-    """A zero LoRA file shaped like the stage-1 adapter of ``case``'s family (real or demo SD2.1)."""
-    source = Case("adapter", "stage1.yaml" if case.real else "demo/stage1.yaml", 64, real=case.real)
-    path = workdir / f"stage1_{'real' if case.real else 'demo'}.safetensors"
+    """A zero stage-1 export shaped like that of ``case``'s family: the SD2.1 LoRA (real or demo) or, for a DiT
+    stage 2 (``strsr_stage2_<backend>``), the StrSR export of ``strsr_<backend>`` (LoRA + ``<stem>_mlp`` file)."""
+    name = Path(case.config).name
+    config = name.replace("strsr_stage2_", "strsr_") if name.startswith("strsr_stage2_") else "stage1.yaml"
+    config = config if case.real else f"demo/{config}"
+    source = Case("adapter", config, 64, cached=True, real=case.real)
+    path = workdir / f"stage1_{config.replace('/', '_').removesuffix('.yaml')}.safetensors"
     if not path.exists():
-        model = build_module(model_config(source, None), "meta")
-        zero_adapter_file(model.generator.unet, model.generator.adapter_name, path)
+        gen = build_module(model_config(source, None), "meta").generator
+        if hasattr(gen, "backend"):  # OneStepDiTGenerator.export_adapter's layout, zeros
+            from safetensors.torch import save_file
+
+            zero_adapter_file(gen.backend.transformer, gen.adapter_name, path)
+            if gen.mlp is not None:
+                save_file({k: torch.zeros(tuple(v.shape), dtype=v.dtype) for k, v in gen.mlp.state_dict().items()},
+                          str(gen.export_paths(path)[1]))
+        else:
+            zero_adapter_file(gen.unet, gen.adapter_name, path)
     return str(path)
 
 
@@ -173,7 +190,9 @@ def _discriminator_pass(model: Any, crop: int) -> tuple[int, int]:
 
 
 def plan_training(case: Case, workdir: Path) -> list[dict[str, Any]]:
-    """One row per update kind (G, D, and for StrSR ``G +D real grad``) of a training config."""
+    """One row per update kind (G, D, and for StrSR ``G +D real grad``) of a training config. A stage 2 makes
+    N^2 G and N^2 D updates per image (one per chunk): its rows are per update, its peak that of the whole image
+    (stage-1 pass, then one chunk at a time), the stage-1 pass's FLOPs shared by the image's G updates."""
     adapter = stage1_adapter(case, workdir) if "stage2" in case.config else None
     model = build_module(model_config(case, adapter), "meta")
     attach_trainer(model)
@@ -184,6 +203,10 @@ def plan_training(case: Case, workdir: Path) -> list[dict[str, Any]]:
     with live.active() if live else contextlib.nullcontext():
         trace = run_batches(model, [(batch, c) for c in counters], "cuda", rebuild)
     vlm_flops = live.flops_per_call[-1] if live and live.flops_per_call else 0
+    # the VLM runs once per batch: on each batch of an alternating module, once per image (all chunks) in stage 2
+    alternate = bool(getattr(model, "alternate", False))
+    vlm = {"G": vlm_flops / max(1, trace["G"]["updates"] // (1 if alternate else len(counters))),
+           "D": vlm_flops if alternate else 0}
     dit = hasattr(model.generator, "backend")
     split = fsdp_split(model) if dit else None
     opts = model.trainer.optimizers
@@ -193,7 +216,7 @@ def plan_training(case: Case, workdir: Path) -> list[dict[str, Any]]:
         t = trace[phase]
         calls = max(1, t["updates"])
         total, trainable = network_params(net, params)
-        flops = (t["flops"] / calls + vlm_flops) * micro
+        flops = (t["flops"] / calls + vlm[phase]) * micro
         row = {"case": case.label, "update": phase, "params_M": total / 1e6, "trainable_M": trainable / 1e6,
                "TFLOP": flops / 1e12, "act_GiB": t["saved_bytes"] / calls / GIB,
                "param_GiB": storage_bytes(list(net.parameters())) / GIB, "grad_GiB": storage_bytes(params) / GIB,
@@ -207,7 +230,7 @@ def plan_training(case: Case, workdir: Path) -> list[dict[str, Any]]:
                 row[f"fsdp{world}_GiB"] = fsdp_peak(t["peak_bytes"], split, optim, grads, world) / GIB
         rows.append(row)
     if dit:  # the generator step with the real logits' pass kept for backward (one more D pass, input grads)
-        d_flops, d_saved = _discriminator_pass(model, case.crop)
+        d_flops, d_saved = _discriminator_pass(model, getattr(model, "chunk", case.crop))  # stage 2: a chunk
         g = dict(rows[0])
         g["update"] = "G +D real grad"
         g["TFLOP"] += d_flops * micro / 1e12
@@ -220,7 +243,8 @@ def plan_training(case: Case, workdir: Path) -> list[dict[str, Any]]:
     extra = {"resident_GiB": {k: v / GIB for k, v in trace["resident_before"].items()},
              "saved_GiB_by_component": {k: v / GIB for k, v in trace["saved_by_component"].items()},
              "fsdp_split_GiB": {k: (v / GIB if k != "blocks" else v) for k, v in (split or {}).items()},
-             "vlm_TFLOP_per_call": vlm_flops / 1e12}
+             "vlm_TFLOP_per_call": vlm_flops / 1e12, "updates": {k: trace[k]["updates"] for k in ("G", "D")},
+             "batches": len(counters)}
     rows[0]["detail"] = extra
     return rows
 
@@ -288,6 +312,14 @@ def _table_rows(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[di
     return [{c: r[c] for c in columns if c in r} for r in rows]
 
 
+def _progress(rows: list[dict[str, Any]], start: float) -> list[dict[str, Any]]:
+    """Print each finished row at once (stderr): the full plan takes minutes."""
+    for r in rows:
+        print(f"[{time.perf_counter() - start:5.0f} s] {json.dumps({k: v for k, v in r.items() if k != 'detail'})}",
+              file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="validation rows of the demo configs only")
@@ -304,16 +336,17 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     def wanted(case: Case) -> bool:
         return args.cases is None or any(s in case.label for s in args.cases)
 
-    workdir = Path(tempfile.mkdtemp(prefix="plan_"))
     out: dict[str, list[dict[str, Any]]] = {"train": [], "infer": [], "validation": []}
     start = time.perf_counter()
-    for case in filter(wanted, TRAIN_CASES):
-        out["train"] += plan_training(case, workdir)
-    for case in filter(wanted, INFER_CASES):
-        out["infer"].append(plan_inference(case, workdir))
-    if not args.no_validation:
-        cases = [c for c in VALIDATION_CASES if wanted(c) and (not args.quick or not c.real)]
-        out["validation"] = [validate(c, workdir) for c in cases]
+    with tempfile.TemporaryDirectory(prefix="plan_") as tmp:  # zero adapter files: up to 2 GB (Z-Image)
+        workdir = Path(tmp)
+        for case in filter(wanted, TRAIN_CASES):
+            out["train"] += _progress(plan_training(case, workdir), start)
+        for case in filter(wanted, INFER_CASES):
+            out["infer"] += _progress([plan_inference(case, workdir)], start)
+        if not args.no_validation:
+            cases = [c for c in VALIDATION_CASES if wanted(c) and (not args.quick or not c.real)]
+            out["validation"] = [_progress([validate(c, workdir)], start)[0] for c in cases]
     print_table(_table_rows(out["train"] + out["infer"], COLUMNS),
                 f"Plan: real configs on meta, per update, H100 bf16 at MFU {MFU:.0%} (GiB = 2^30 bytes)")
     if out["validation"]:

@@ -6,6 +6,7 @@ seedable batch transform (DESIGN.md, "Data"). Every argument is YAML friendly (L
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,9 @@ from .datasets import DemoEvalDataset, EpochSampler, HQImageDataset, PairedImage
 from .degradation import KernelSampler, RealESRGANDegradation
 from .feature_cache import CachedFeatureDataset, collate_features, open_cache
 from .images import DEFAULT_MAX_PIXELS, DataError
-from .resume_state import degradation_state_dict, load_degradation_state_dict
+from .resume_state import (
+    degradation_state_dict, load_degradation_state_dict, load_sampler_state_dict, sampler_state_dict,
+)
 
 
 @dataclass
@@ -128,6 +131,8 @@ class SRDataModule(LightningDataModule):
         self.val_datasets: list[Dataset] = []
         self.test_datasets: list[Dataset] = []
         self.predict_dataset: Dataset | None = None
+        self._train_sampler: EpochSampler | None = None
+        self._sampler_state: dict[str, Any] | None = None  # from a checkpoint, applied to the next train sampler
 
     @property
     def scale(self) -> int:
@@ -149,17 +154,30 @@ class SRDataModule(LightningDataModule):
         return self.test_set_names if testing else self.val_set_names
 
     def state_dict(self) -> dict[str, Any]:
-        """Saved in every checkpoint: each rank's degradation random stream (and a small pair pool), so a resumed
-        run continues them instead of replaying the draws of its first steps (see :mod:`datamodules.resume_state`)."""
+        """Saved in every checkpoint: each rank's degradation random stream (and a small pair pool) and, while
+        fitting, each rank's position in the epoch (``"sampler"``), so a resumed run continues at the next sample
+        and the next random draws instead of replaying or skipping any (see :mod:`datamodules.resume_state`)."""
         rank, world = self._rank_and_world()
         step = int(self.trainer.global_step) if self.trainer is not None else 0
-        return degradation_state_dict(self.degradation, rank, world, step)
+        state = degradation_state_dict(self.degradation, rank, world, step)
+        if self._train_sampler is not None and self.trainer is not None and self.trainer.state.fn == "fit":
+            # one dataloader batch per training_step in every module (chunks and accumulation split or group
+            # those batches inside the module), so the loop's batch count x batch size is the samples used
+            batches = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            state["sampler"] = sampler_state_dict(self._train_sampler, batches * self.batch_size, world)
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        rank, world = self._rank_and_world()
         if "ranks" in state_dict:
-            rank, world = self._rank_and_world()
             device = self.trainer.strategy.root_device if self.trainer is not None else None
             load_degradation_state_dict(self.degradation, state_dict, rank, world, device=device)
+        if "sampler" in state_dict:
+            self._sampler_state = state_dict["sampler"]
+            if self._train_sampler is not None:
+                load_sampler_state_dict(self._train_sampler, self._sampler_state, rank, world)
+            # Lightning warns about any mid-epoch resume of a loader without `state_dict`; this one is resumed
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
     def _rank_and_world(self) -> tuple[int, int]:
         if self.trainer is None:
@@ -212,6 +230,9 @@ class SRDataModule(LightningDataModule):
         rank, world = self._rank_and_world()
         sampler = EpochSampler(len(self.train_dataset), self.epoch_length, num_replicas=world, rank=rank,
                                seed=self.seed, min_per_rank=self.batch_size)
+        if self._sampler_state is not None:
+            load_sampler_state_dict(sampler, self._sampler_state, rank, world)
+        self._train_sampler = sampler
         collate = collate_features if isinstance(self.train_dataset, CachedFeatureDataset) else None
         return self._loader(self.train_dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
                             collate_fn=collate)

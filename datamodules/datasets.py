@@ -125,8 +125,13 @@ class EpochSampler(DistributedSampler):
 
     The epoch's global order has ``total`` positions (``epoch_length`` drawn with replacement, or else concatenated
     permutations of the data set) rounded up to a multiple of ``num_replicas`` and to at least
-    ``min_per_rank`` per rank; rank ``r`` takes positions ``r, r + R, ...``. It is a ``DistributedSampler``, so
-    Lightning calls ``set_epoch`` on it and does not replace it under DDP.
+    ``min_per_rank`` per rank; rank ``r`` takes positions ``r, r + R, ...``. The order is a function of
+    (``seed``, epoch) alone, and its first positions do not depend on ``num_replicas``. It is a
+    ``DistributedSampler``, so Lightning calls ``set_epoch`` on it and does not replace it under DDP.
+
+    Resuming: :meth:`state_dict` (``consumed``: this rank's samples of the epoch that training has used, which the
+    caller counts, since loader workers and prefetching draw ahead of it) and :meth:`load_state_dict` continue the
+    epoch at the next position; ``len()`` stays the whole epoch's, so a resumed epoch yields only its remainder.
     """
 
     def __init__(
@@ -138,6 +143,36 @@ class EpochSampler(DistributedSampler):
         base = max(epoch_length or dataset_size, min_per_rank * num_replicas)
         self.num_samples = math.ceil(base / num_replicas)
         self.total_size = self.num_samples * num_replicas
+        self._resume: tuple[int, int, int] | None = None  # (epoch, first position, samples consumed before it)
+
+    def _start(self) -> tuple[int, int]:
+        """(first global position, samples of the epoch consumed before it) of the current epoch on this rank."""
+        if self._resume is not None and self._resume[0] == self.epoch:
+            return self._resume[1], self._resume[2]
+        return self.rank, 0
+
+    def state_dict(self, consumed: int) -> dict[str, int]:
+        """Position of this rank after training used ``consumed`` of its samples of the current epoch:
+        ``{"epoch", "next": global position of the next sample, "consumed", "total_size", "seed",
+        "dataset_size", "epoch_length"}`` (``epoch_length`` -1 for a pass over the data)."""
+        start, before = self._start()
+        return {"epoch": int(self.epoch), "next": start + (int(consumed) - before) * self.num_replicas,
+                "consumed": int(consumed), "total_size": self.total_size, "seed": int(self.seed),
+                "dataset_size": self.dataset_size,
+                "epoch_length": -1 if self.epoch_length is None else self.epoch_length}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue epoch ``state["epoch"]`` at global position ``state["next"]`` (then ``+ num_replicas`` each
+        sample); ``state["consumed"]`` is the count the training loop restores for that epoch. Other epochs start
+        from their beginning. Sets the epoch, since a loader with workers draws its first indices when Lightning
+        creates its iterator, before ``set_epoch``; a used-up epoch sets the next one, where Lightning goes on."""
+        epoch, position = int(state["epoch"]), int(state["next"])
+        if position >= self.total_size:
+            self._resume = None
+            self.set_epoch(epoch + 1)
+        else:
+            self._resume = (epoch, position, int(state["consumed"]))
+            self.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[SampleKey]:
         rng = np.random.default_rng([self.seed, self.epoch, 2**31 - 1])  # order stream, separate from item streams
@@ -146,7 +181,7 @@ class EpochSampler(DistributedSampler):
         else:
             rounds = math.ceil(self.total_size / self.dataset_size)
             order = np.concatenate([rng.permutation(self.dataset_size) for _ in range(rounds)])
-        for position in range(self.rank, self.total_size, self.num_replicas):
+        for position in range(self._start()[0], self.total_size, self.num_replicas):
             yield int(order[position]), int(self.epoch), position
 
     def __len__(self) -> int:

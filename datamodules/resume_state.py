@@ -1,4 +1,5 @@
-"""Resume state that Lightning does not save by itself: the degradation random stream and pair pool, per rank.
+"""Resume state that Lightning does not save by itself: the degradation random stream and pair pool, and the
+training sampler's position in its epoch, per rank.
 
 Plain torch (+ ``torch.distributed``); ``SRDataModule.state_dict`` / ``load_state_dict`` delegate here, and
 Lightning stores the result in every checkpoint under the DataModule's class name.
@@ -14,7 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DEFAULT_MAX_POOL_BYTES", "degradation_state_dict", "load_degradation_state_dict", "fold_seed"]
+__all__ = ["DEFAULT_MAX_POOL_BYTES", "degradation_state_dict", "load_degradation_state_dict", "fold_seed",
+           "load_sampler_state_dict", "sampler_state_dict"]
 
 DEFAULT_MAX_POOL_BYTES = 64 * 2**20
 _VERSION = 1
@@ -46,6 +48,15 @@ def _local_state(degradation: nn.Module, max_pool_bytes: int) -> dict[str, Any]:
     }
 
 
+def _gather(local: Any, world_size: int) -> list[Any]:
+    """Every rank's ``local`` (``all_gather_object``, matched on all ranks) or ``[local]`` without a process group."""
+    if world_size > 1 and dist.is_available() and dist.is_initialized():
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, local)
+        return gathered
+    return [local]
+
+
 def degradation_state_dict(
     degradation: nn.Module, rank: int = 0, world_size: int = 1, global_step: int = 0,
     max_pool_bytes: int = DEFAULT_MAX_POOL_BYTES,
@@ -59,12 +70,7 @@ def degradation_state_dict(
     ``max_pool_bytes`` (Real-ESRGAN's 180 pairs at 512 px are ~1 GB: those pools are refilled after a resume, the
     first ``pool_size / B`` batches passing through unmixed as at the start of training).
     """
-    local = _local_state(degradation, max_pool_bytes)
-    if world_size > 1 and dist.is_available() and dist.is_initialized():
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, local)
-    else:
-        gathered = [local]
+    gathered = _gather(_local_state(degradation, max_pool_bytes), world_size)
     return {"version": _VERSION, "world_size": len(gathered), "global_step": int(global_step), "ranks": gathered}
 
 
@@ -99,3 +105,48 @@ def load_degradation_state_dict(
                           for k, v in saved["queue"].items()}
             pool.ptr = int(saved["ptr"])
     return True
+
+
+def sampler_state_dict(sampler: Any, consumed: int, world_size: int = 1) -> dict[str, Any]:
+    """Every rank's position in the epoch: ``{"version", "world_size", "ranks": [EpochSampler.state_dict]}``.
+
+    ``consumed`` is this rank's samples of the current epoch that the training loop has used (batches x batch
+    size), not the sampler's own count: loader workers and Lightning's prefetch draw ahead of the loop. Gathered
+    like :func:`degradation_state_dict` (called on every rank).
+    """
+    ranks = _gather(sampler.state_dict(consumed), world_size)
+    return {"version": _VERSION, "world_size": len(ranks), "ranks": ranks}
+
+
+_ORDER_KEYS = ("seed", "dataset_size", "epoch_length")
+
+
+def load_sampler_state_dict(sampler: Any, state: dict[str, Any], rank: int = 0, world_size: int = 1) -> bool:
+    """Continue this rank's epoch at its saved next sample. Returns True on an exact restore.
+
+    Under another number of ranks the epoch continues at the first position no rank had reached, split over the
+    new ranks: the global order's first positions do not depend on the number of ranks, so nothing is replayed.
+    Lightning's restored batch count of that epoch no longer matches the new split, though: with more ranks than
+    before it ends the epoch a few batches early, and the epoch's last positions are skipped. A changed data set
+    size, seed or ``epoch_length`` changes the order itself: the position is kept, with a warning.
+    """
+    ranks = state.get("ranks", [])
+    if state.get("version") != _VERSION or not ranks:
+        warnings.warn("sampler state not understood: the resumed epoch starts from its beginning", stacklevel=2)
+        return False
+    first = ranks[0]
+    changed = [k for k in _ORDER_KEYS if first.get(k) != sampler.state_dict(0).get(k)]
+    if changed:
+        warnings.warn(f"the training order changed since the checkpoint ({', '.join(changed)}): the resumed epoch "
+                      f"continues at the saved position of a different order", stacklevel=2)
+    if len(ranks) == world_size and rank < len(ranks):
+        sampler.load_state_dict(ranks[rank])
+        return not changed
+    start = min(int(r["next"]) for r in ranks)  # every position before it was used, none after it (lockstep)
+    warnings.warn(
+        f"sampler state saved by {len(ranks)} rank(s), resuming on {world_size}: the epoch continues at global "
+        f"position {start} of the same order, split over the new ranks (the epoch may end a few batches early)",
+        stacklevel=2,
+    )
+    sampler.load_state_dict({**first, "next": start + rank, "consumed": min(int(r["consumed"]) for r in ranks)})
+    return False

@@ -41,6 +41,11 @@ class Stage2Module(OneStepGANModule):
     ``global_step`` counts generator updates (:class:`OneStepGANModule`): N^2 per batch with per-chunk steps and no
     accumulation.
 
+    The schedule is generic over the generator protocol (named adapters, a noise level per pass): this class runs the
+    SD UNet generator of TUDSR; :class:`~lightning_modules.dit_stage2.DiTStage2Module` overrides only the
+    generator-specific hooks (:meth:`condition`, :meth:`stage1_output`, :meth:`stage2_output`,
+    :meth:`eval_pipeline`) for StrSR's DiT.
+
     Args:
         stage1_adapter: path of the stage-1 adapter exported by stage 1 (diffusers/peft LoRA safetensors).
         stage1_name: adapter name of the stage-1 LoRA inside the UNet.
@@ -81,8 +86,23 @@ class Stage2Module(OneStepGANModule):
         self.generator.load_adapter(require_file("TUDSR stage-1 adapter", stage1_adapter), stage1_name, trainable=False)
         self.generator.set_adapter(self.generator.adapter_name)  # the stage-2 adapter is the active, trained one
 
+    # ------------------------------------------------ the generator-specific parts (DiTStage2Module overrides them)
+    def condition(self, lq: Tensor, cond_features: Tensor | None = None) -> Any:
+        """What every pass of one image shares (computed once per batch from the whole LR): nothing for the SD
+        generator (the empty-prompt embedding lives in the generator)."""
+        return None
+
+    def stage2_output(self, y_l_i: Tensor, cond: Any) -> Tensor:
+        """The trained stage-2 adapter on one chunk (B, 3, R, R) at the generator's own t2 -> (B, 3, R, R)."""
+        return self.generator(y_l_i, None)
+
+    def eval_pipeline(self, m: int) -> TUDSRPipeline:
+        """The twice-upsampling pipeline of evaluation (Fig. 2(b)) around the training generator: MmNn."""
+        return TUDSRPipeline(self.generator, adapter1=self.stage1_name, adapter2=self.generator.adapter_name,
+                             m=m, n=self.n, t1=self.t1, t2=self.generator.timestep, color_fix="none")
+
     @torch.no_grad()
-    def stage1_output(self, lq: Tensor, size: tuple[int, int]) -> Tensor:
+    def stage1_output(self, lq: Tensor, size: tuple[int, int], cond: Any = None) -> Tensor:
         """m = G1(x_L, t1): LQ bicubic-upsampled to R-resolution, frozen stage-1 adapter. -> (B, 3, H/N, W/N)"""
         x_l = bicubic_upsample(lq, size)  # (B, 3, H/N, W/N)
         trained = self.generator.adapter_name
@@ -104,7 +124,8 @@ class Stage2Module(OneStepGANModule):
                 f"{w // self.n // self.m} LQ (degradation scale M*N={self.m * self.n}), got "
                 f"{lq.shape[-2]}x{lq.shape[-1]}; set data.degradation.init_args.scale to {self.m * self.n}"
             )
-        m = self.stage1_output(lq, (h // self.n, w // self.n))  # (B, 3, H/N, W/N)
+        cond = self.condition(lq, batch.get("cond_features"))  # once per image, shared by every chunk
+        m = self.stage1_output(lq, (h // self.n, w // self.n), cond)  # (B, 3, H/N, W/N)
         y_l = F.interpolate(m, scale_factor=self.n, mode="bilinear", align_corners=False).clamp(0, 1)  # (B, 3, H, W)
         gt_chunks = {(r, c): g for r, c, g in chunk_grid(gt, self.chunk)}
         n_chunks = len(gt_chunks)
@@ -116,7 +137,7 @@ class Stage2Module(OneStepGANModule):
             else:
                 step_now = i == n_chunks - 1 and (counter + 1) % self.accumulate == 0
             y_h_i = gt_chunks[(r, c)]
-            sr_i = self.generator(y_l_i.contiguous(), None)  # adapter 2 at t2, (B, 3, R, R)
+            sr_i = self.stage2_output(y_l_i.contiguous(), cond)  # adapter 2 at t2, (B, 3, R, R)
             terms = self.generator_update(sr_i, y_h_i, step_now)
             terms |= self.discriminator_update(sr_i, y_h_i, step_now)
             self.log_terms(terms, batch_size=gt.shape[0])
@@ -129,6 +150,4 @@ class Stage2Module(OneStepGANModule):
         if scale % self.n:
             raise ValueError(f"the batch asks for x{scale}, but stage 2 produces x(M*N) with N = {self.n}: "
                              f"only multiples of {self.n}")
-        pipeline = TUDSRPipeline(self.generator, adapter1=self.stage1_name, adapter2=self.generator.adapter_name,
-                                 m=scale // self.n, n=self.n, t1=self.t1, t2=self.generator.timestep, color_fix="none")
-        return pipeline(lq)
+        return self.eval_pipeline(scale // self.n)(lq)

@@ -1,48 +1,60 @@
-"""TUDSR inference (paper Fig. 2(b)) as a LightningModule for ``onestep-sr test`` and ``onestep-sr predict``."""
+"""TUDSR inference (paper section 3.8, Fig. 2(b)) as a generator-only LightningModule for ``onestep-sr test`` and
+``onestep-sr predict``, on the SD UNet generator (TUDSR) or StrSR's DiT generator (FLUX.2 / Z-Image)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 
 from lightning_modules.base import batch_scale
+from lightning_modules.inference_base import GeneratorInference
 from models.inference.tudsr import TUDSRPipeline
 from models.pretrained import WeightArg, declare_weights, require_file
 
 
 @declare_weights(
     adapter1=WeightArg("TUDSR stage-1 adapter", file=True,
-                       how="train stage 1 (python main.py fit --config configs/stage1.yaml, or configs/demo/stage1.yaml) "
-                           "and point this key at its runs/<run>/version_<N>/export/stage1.safetensors"),
+                       how="train stage 1 (python main.py fit --config configs/stage1.yaml, or configs/demo/stage1.yaml; "
+                           "on the DiT: configs/strsr_flux2.yaml) and point this key at its runs/<run>/version_<N>/"
+                           "export/stage1.safetensors (on the DiT: strsr.safetensors)"),
     adapter2=WeightArg("TUDSR stage-2 adapter", file=True,
-                       how="train stage 2 (python main.py fit --config configs/stage2.yaml, or configs/demo/stage2.yaml) "
-                           "and point this key at its runs/<run>/version_<N>/export/stage2.safetensors"))
-class TUDSRInference(L.LightningModule):
+                       how="train stage 2 (python main.py fit --config configs/stage2.yaml, or configs/demo/stage2.yaml; "
+                           "on the DiT: configs/strsr_stage2_flux2.yaml) and point this key at its "
+                           "runs/<run>/version_<N>/export/stage2.safetensors"))
+
+
+class TUDSRInference(GeneratorInference):
     """x -> up xM -> G(adapter 1, t1) -> bilinear xN -> G(adapter 2, t2); x4 = M2N2, x8 = M4N2.
 
     ``pipeline`` is the :class:`~models.inference.tudsr.TUDSRPipeline` around ``generator``, with every setting of
-    the two passes (factors, timesteps, tiling, colour fix, autocast dtype); this module loads the exported adapter
-    files into the *one* UNet under the names the pipeline switches between (``pipeline.adapter1`` /
-    ``pipeline.adapter2``, ``set_adapter``). With ``pipeline.adapter2: null`` and no ``adapter2`` file only stage 1
-    runs (output xM).
+    the two passes (factors, noise levels, tiling, colour fix, autocast dtype); this module loads the exported adapter
+    files into the *one* backbone under the names the pipeline switches between (``pipeline.adapter1`` /
+    ``pipeline.adapter2``, ``set_adapter``), all frozen. With ``pipeline.adapter2: null`` and no ``adapter2`` file
+    only stage 1 runs (output xM). No discriminator, loss network or optimiser is built.
+
+    The generator is any :class:`~models.protocols.OneStepGenerator`: ``OneStepSDGenerator`` (t1 = 200, t2 = 50) or
+    ``OneStepDiTGenerator`` (sigma 0.8 and 0.6; its DiT exports carry the adaptive MLP next to the LoRA, shared by
+    both stages, and the VLM condition of the whole LR is computed once and shared by both passes and all tiles;
+    a batch's ``cond_features``, from the data pipeline's feature cache, replaces the VLM).
 
     Every evaluation or predict batch is restored at the pipeline's scale (``pipeline.scale``, its native scale);
     a batch that carries another ``scale`` raises an error naming both.
 
     Args:
-        generator: ``OneStepSDGenerator`` built without a trainable adapter (``lora: null``).
+        generator: ``OneStepSDGenerator`` or ``OneStepDiTGenerator`` built without a trainable adapter
+            (``lora: null``).
         adapter1: the stage-1 adapter file exported by a stage-1 run (``runs/<run>/version_<N>/export/
             stage1.safetensors``), loaded frozen as ``pipeline.adapter1``.
         adapter2: the stage-2 adapter file exported by a stage-2 run, loaded frozen as ``pipeline.adapter2``;
             ``null`` with ``pipeline.adapter2: null`` runs stage 1 only.
         pipeline: builds the pipeline around ``generator``. YAML: ``class_path: models.inference.tudsr.TUDSRPipeline``
             with its ``init_args`` (all but the generator); Python: ``functools.partial(TUDSRPipeline, m=4)``.
-        channels_last: store the UNet and VAE convolutions channels-last (faster convolutions on GPUs).
-        compile: ``torch.compile`` the UNet in place (adapter switching keeps working; the first image compiles).
+        channels_last: store the VAE (and UNet) convolutions channels-last (faster convolutions on GPUs).
+        compile: ``torch.compile`` the UNet / DiT transformer in place (adapter switching keeps working; the first
+            image compiles).
     """
 
     def __init__(
@@ -72,11 +84,13 @@ class TUDSRInference(L.LightningModule):
         generator.load_adapter(require_file("TUDSR stage-1 adapter", adapter1), pipeline.adapter1, trainable=False)
         if adapter2 is not None:
             generator.load_adapter(require_file("TUDSR stage-2 adapter", adapter2), pipeline.adapter2, trainable=False)
+        generator.requires_grad_(False)  # inference only (the DiT's adaptive MLP is a plain module)
+        sd = pipeline.latent_passes
         if channels_last:
-            generator.unet.to(memory_format=torch.channels_last)
-            generator.vae.to(memory_format=torch.channels_last)
+            for net in (generator.unet, generator.vae) if sd else (generator.backend.vae,):
+                net.to(memory_format=torch.channels_last)
         if compile:
-            generator.unet.compile()
+            (generator.unet if sd else generator.backend.transformer).compile()
 
     @property
     def generator(self) -> nn.Module:
@@ -88,29 +102,23 @@ class TUDSRInference(L.LightningModule):
         """The factor this pipeline produces: M x N (M with stage 1 only)."""
         return self.pipeline.scale
 
-    def on_predict_start(self) -> None:
-        self.generator.eval()
-
-    def forward(self, lq: Tensor) -> Tensor:
-        return self.pipeline(lq)
-
-    def _step(self, batch: dict[str, Any]) -> dict[str, Any]:
-        scale = batch_scale(batch, self.native_scale)
+    def check_scale(self, scale: int) -> None:
         if scale != self.native_scale:
             p = self.pipeline
             stages = f"M{p.m}N{p.n}" if p.adapter2 is not None else f"M{p.m}, stage 1 only"
             raise ValueError(f"the batch asks for x{scale}, but this TUDSR pipeline produces x{self.native_scale} "
                              f"({stages}): evaluate it on x{self.native_scale} sets (data.predict_scale for "
                              f"predict), or set pipeline.m so that M x N = {scale}")
+
+    def restore(self, lq: Tensor, scale: int, cond_features: Tensor | None = None) -> Tensor:
+        """(B, 3, h, w) [0, 1] -> (B, 3, h*scale, w*scale) [0, 1] with ``scale`` = :attr:`native_scale`."""
+        self.check_scale(scale)
+        return self.pipeline(lq, cond_features=cond_features)
+
+    def sr_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The shared step, with the batch's cached VLM features (``cond_features``) when it carries them."""
+        scale = batch_scale(batch, self.native_scale)
+        self.check_scale(scale)
         with torch.inference_mode():
-            sr = self.pipeline(batch["lq"]).float().clamp(0, 1)
+            sr = self.restore(batch["lq"], scale, batch.get("cond_features")).float().clamp(0, 1)
         return {"sr": sr, "gt": batch.get("gt"), "lq": batch["lq"], "name": batch["name"]}
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return self._step(batch)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return self._step(batch)
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return self._step(batch)

@@ -29,9 +29,12 @@ class OneStepGenerator(Protocol):
 
     Several adapters may live in the one backbone (TUDSR stage 1 and stage 2): ``adapter_name`` is the adapter being
     *trained* (the only LoRA that :meth:`trainable_named_parameters` yields; ``None``: none), ``active_adapter`` the
-    one :meth:`forward` uses, switched with :meth:`set_adapter`. The noise level of a pass is the generator's own
-    setting: ``timestep`` of the SD generator (its ``forward`` also takes ``timestep=`` per call), ``sigma`` of
-    the DiT.
+    one :meth:`forward` uses, switched with :meth:`set_adapter`. The noise level of a pass defaults to the
+    generator's own setting (``timestep`` of the SD generator, ``sigma`` of the DiT) and is given explicitly per
+    call by the twice-upsampling passes (TUDSR sec. 3.8, Fig. 2(b): t1 then t2): ``forward(..., timestep=)`` /
+    ``denoise(z, timestep=)`` of the SD generator, ``forward(..., sigma=)`` / ``restore(x, cond, sigma=)`` of the
+    DiT. :class:`~models.inference.tudsr.TUDSRPipeline` and :class:`~lightning_modules.stage2.Stage2Module` drive
+    either through this protocol (plus each backbone's own tiling of a pass).
     """
 
     adapter_name: str | None

@@ -97,3 +97,22 @@ def test_x8_overrides_and_missing_weights(demo_dir: Path, monkeypatch: pytest.Mo
         Upscaler.from_config(DEMO_X4, scale=3)
     with pytest.raises(UserError, match="adapter"):
         Upscaler.from_config(DEMO_X4, overrides=["--model.init_args.adapter1", "missing.safetensors"])
+
+
+def test_strsr_demo_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """StrSR through the API: the generator-only demo config with the export of the demo StrSR generator."""
+    from models.errors import UserError
+    from onestep_sr import Upscaler
+    from onestep_sr.cli import cli_main
+
+    monkeypatch.chdir(tmp_path)
+    generator = cli_main(["--config", str(ROOT / "configs/demo/strsr_flux2.yaml")], run=False).model.generator
+    generator.export_adapter(tmp_path / "runs/demo_strsr_flux2/version_0/export/strsr.safetensors")
+    demo = ROOT / "configs/demo/predict_strsr_flux2.yaml"
+    up = Upscaler.from_config(demo, overrides={"model.init_args.latents": "mode"})  # deterministic
+    photo = _photo()
+    sr = up(Image.fromarray(photo))
+    assert up.scale == 4 and isinstance(sr, Image.Image) and sr.size == (44, 52)
+    np.testing.assert_array_equal(np.asarray(sr), up(photo))
+    with pytest.raises(UserError, match="StrSR weights"):
+        Upscaler.from_config(demo, overrides=["--model.init_args.weights", "missing/StrSR-flux"])

@@ -1,8 +1,11 @@
-"""Crash-safe runs: atomic checkpoint files, degradation state across a resume, SIGKILL + ``--ckpt_path last``."""
+"""Crash-safe runs: atomic checkpoint files, degradation state and sampler position across a resume, SIGKILL +
+``--ckpt_path last`` (the resumed run trains on the same crops as an uninterrupted one)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import random
 import signal
@@ -19,9 +22,13 @@ import torch.multiprocessing as mp
 import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, Dataset
 
 from datamodules.degradation import DegradationConfig, KernelSampler, RealESRGANDegradation
-from datamodules.resume_state import degradation_state_dict, fold_seed, load_degradation_state_dict
+from datamodules.datasets import EpochSampler
+from datamodules.resume_state import (
+    degradation_state_dict, fold_seed, load_degradation_state_dict, load_sampler_state_dict,
+)
 from onestep_sr.config import load_config
 from plugins.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO
 
@@ -159,7 +166,9 @@ GATHER_WORKER = """
 import os, sys
 import numpy as np, torch, torch.distributed as dist
 from datamodules.degradation import DegradationConfig, KernelSampler, RealESRGANDegradation
+from datamodules.datasets import EpochSampler
 from datamodules.resume_state import degradation_state_dict, load_degradation_state_dict
+from datamodules.resume_state import load_sampler_state_dict, sampler_state_dict
 rank, world, out = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), {out!r}
 
 
@@ -178,7 +187,12 @@ state = degradation_state_dict(deg, rank, world, global_step=8)
 expected = deg(_batch(2, 5))["lq"]
 fresh = RealESRGANDegradation("light", scale=4, seed=99)
 assert load_degradation_state_dict(fresh, state, rank, world)
-torch.save({{"state": state, "ok": torch.equal(fresh(_batch(2, 5))["lq"], expected)}}, f"{{out}}/rank{{rank}}.pt")
+sampler = EpochSampler(9, epoch_length=20, num_replicas=world, rank=rank, seed=2)
+positions = sampler_state_dict(sampler, consumed=4, world_size=world)
+resumed = EpochSampler(9, epoch_length=20, num_replicas=world, rank=rank, seed=2)
+assert load_sampler_state_dict(resumed, positions, rank, world)
+torch.save({{"state": state, "ok": torch.equal(fresh(_batch(2, 5))["lq"], expected), "positions": positions,
+             "rest": list(resumed) == list(sampler)[4:]}}, f"{{out}}/rank{{rank}}.pt")
 dist.destroy_process_group()
 """
 
@@ -198,6 +212,143 @@ def test_per_rank_states_are_gathered_under_ddp(tmp_path: Path) -> None:
     assert s0["world_size"] == 2 and [r["seed"] for r in s0["ranks"]] == [10, 11]
     assert torch.equal(s0["ranks"][1]["generator"], s1["ranks"][1]["generator"])  # every rank holds the same list
     assert not torch.equal(s0["ranks"][0]["generator"], s0["ranks"][1]["generator"])
+    # the sampler positions too: rank r's next sample after 4 of its own is global position r + 2 * 4
+    assert all(r["rest"] for r in results) and results[0]["positions"] == results[1]["positions"]
+    assert [r["next"] for r in results[0]["positions"]["ranks"]] == [8, 9]
+
+
+# ---------------------------------------------------------------------------------------------- sampler position
+class _Keys(Dataset):
+    """Items are the sampler's keys themselves: (index, epoch, position)."""
+
+    def __len__(self) -> int:
+        return 5
+
+    def __getitem__(self, key: tuple[int, int, int]) -> torch.Tensor:
+        return torch.tensor(key)
+
+
+def _keys(sampler: EpochSampler, num_workers: int, batches: int | None = None) -> list[tuple[int, int, int]]:
+    """The keys a loader of 2-sample batches delivers, in order: the first ``batches`` batches, or all."""
+    loader = DataLoader(_Keys(), batch_size=2, sampler=sampler, num_workers=num_workers, drop_last=True)
+    out: list[tuple[int, int, int]] = []
+    for i, batch in enumerate(loader):  # (2, 3)
+        if i == batches:
+            break  # the workers have drawn further ahead than the loop consumed
+        out += [tuple(int(v) for v in key) for key in batch]
+    return out
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_sampler_state_roundtrip_continues_at_the_next_sample(num_workers: int) -> None:
+    full = EpochSampler(5, epoch_length=14, seed=3)
+    full.set_epoch(1)
+    expected = _keys(full, 0)
+    assert len(expected) == 14 and {k[1] for k in expected} == {1}
+    assert [k[2] for k in expected] == list(range(14))
+    sampler = EpochSampler(5, epoch_length=14, seed=3)
+    sampler.set_epoch(1)
+    head = _keys(sampler, num_workers, batches=3)  # the loop consumed 3 batches of 2
+    state = sampler.state_dict(consumed=len(head))
+    assert state["next"] == 6 and state["epoch"] == 1
+    resumed = EpochSampler(5, epoch_length=14, seed=3)  # a new process: epoch 0 until the state is loaded
+    resumed.load_state_dict(state)
+    assert len(resumed) == 14  # Lightning counts the whole epoch; the loop restores its 3 batches itself
+    tail = _keys(resumed, num_workers)
+    assert head + tail == expected
+    again = resumed.state_dict(consumed=len(head) + 4)  # a second save in the resumed epoch
+    assert again["next"] == 10 and again["consumed"] == 10
+    resumed.set_epoch(2)  # the next epoch is whole again, and its order depends on (seed, epoch) only
+    other = EpochSampler(5, epoch_length=14, seed=3)
+    other.set_epoch(2)
+    assert _keys(resumed, 0) == _keys(other, 0) != [(i, 2, p) for i, _, p in expected]
+
+
+def test_sampler_state_per_rank_and_world_size_change() -> None:
+    old = [EpochSampler(7, epoch_length=20, num_replicas=2, rank=r, seed=1) for r in range(2)]
+    for s in old:
+        s.set_epoch(4)
+    state = {"version": 1, "world_size": 2, "ranks": [s.state_dict(consumed=3) for s in old]}  # as gathered
+    assert [r["next"] for r in state["ranks"]] == [6, 7]
+    used = [k for s in old for k in list(s)[:3]]
+    for rank in range(2):  # same world size: each rank continues exactly its own positions
+        fresh = EpochSampler(7, epoch_length=20, num_replicas=2, rank=rank, seed=1)
+        assert load_sampler_state_dict(fresh, state, rank=rank, world_size=2) is True
+        assert list(fresh) == list(old[rank])[3:]
+    new = [EpochSampler(7, epoch_length=20, num_replicas=3, rank=r, seed=1) for r in range(3)]
+    for rank, s in enumerate(new):
+        with pytest.warns(UserWarning, match="saved by 2 rank"):
+            assert load_sampler_state_dict(s, state, rank=rank, world_size=3) is False
+    rest = [k for s in new for k in s]
+    positions = sorted(k[2] for k in used + rest)
+    assert positions == list(range(new[0].total_size))  # none replayed, none skipped (21 = 20 rounded up to 3)
+    reference = EpochSampler(7, epoch_length=21, seed=1)
+    reference.set_epoch(4)
+    order = {p: i for i, _, p in reference}
+    assert all(order[p] == i for i, e, p in used + rest) and {e for _, e, _ in rest} == {4}
+    with pytest.warns(UserWarning, match="order changed"):
+        load_sampler_state_dict(EpochSampler(8, epoch_length=20, num_replicas=2, seed=1), state, 0, 2)
+
+
+class _Recorder(L.LightningModule):
+    """Trains one scalar; records each training batch as (paths, hash of the degraded GT crops)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[tuple[tuple[str, ...], str]] = []
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        gt = batch["gt"].detach().cpu().contiguous()  # (B, 3, crop, crop)
+        self.seen.append((tuple(batch["path"]), hashlib.sha1(gt.numpy().tobytes()).hexdigest()))
+        return (self.w * gt.mean()).sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+class _CrashAt(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            raise _Crash(f"crash before the batch after step {self.step}")
+
+
+def _fit(tmp_path: Path, num_workers: int, crash_at: int | None = None, resume: bool = False) -> list:
+    from datamodules import SRDataModule
+
+    data = SRDataModule(crop_size=32, batch_size=2, num_workers=num_workers, epoch_length=6, seed=5,
+                        degradation=RealESRGANDegradation("light", scale=4, resize_back=True))  # 3 batches/epoch
+    model = _Recorder()
+    callbacks = [ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_last=True)]
+    trainer = Trainer(max_steps=8, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      limit_val_batches=0, callbacks=callbacks + ([_CrashAt(crash_at)] if crash_at else []))
+    try:
+        trainer.fit(model, datamodule=data, ckpt_path="last" if resume else None)
+    except _Crash:
+        assert crash_at is not None
+    return model.seen
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_interrupted_fit_resumes_at_the_same_sample(tmp_path: Path, num_workers: int) -> None:
+    """A run stopped at step 3 (end of epoch 0) and at step 4 (mid-epoch 1) and resumed from ``last`` trains on
+    the same sequence of crops as an uninterrupted run."""
+    expected = _fit(tmp_path / "full", num_workers)
+    assert len(expected) == 8 and len(set(expected)) == 8
+    for crash_at in (3, 4):
+        run = tmp_path / f"crash{crash_at}"
+        head = _fit(run, num_workers, crash_at=crash_at)
+        saved = torch.load(run / "ckpt" / "last.ckpt", weights_only=False)["SRDataModule"]["sampler"]["ranks"][0]
+        assert len(head) == crash_at and (saved["epoch"], saved["consumed"]) == {3: (0, 6), 4: (1, 2)}[crash_at]
+        tail = _fit(run, num_workers, resume=True)
+        assert head + tail == expected, crash_at
 
 
 # ---------------------------------------------------------------------------------------------- SIGKILL + resume
@@ -217,9 +368,29 @@ class StallBeforeLastBatch(L.Callback):
             time.sleep(self.seconds)
 
 
+class RecordBatches(L.Callback):
+    """Writes ``<out_dir>/<batch>.json`` for every training batch: its image paths and a hash of its GT crops
+    (``batch`` counts across epochs and resumes, so a batch replayed after a resume overwrites its file)."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: dict, *args: object) -> None:
+        gt = batch["gt"].detach().cpu().contiguous()  # (B, 3, crop, crop)
+        record = {"path": list(batch["path"]), "gt": hashlib.sha1(gt.numpy().tobytes()).hexdigest()}
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        index = trainer.fit_loop.epoch_loop.total_batch_idx
+        (self.out_dir / f"{index:05d}.json").write_text(json.dumps(record))
+
+
+def recorded(out_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
+
+
 def resume_config(tmp_path: Path, stall: bool = False) -> Path:
-    """The demo stage-1 config with its ModelCheckpoint/exports under tmp_path, no validation, atomic checkpoints;
-    with ``stall``, the run stops before its last batch and waits to be killed."""
+    """The demo stage-1 config with its ModelCheckpoint/exports under tmp_path, no validation, atomic checkpoints,
+    every training batch recorded in ``tmp_path/batches``; with ``stall``, the run stops before its last batch and
+    waits to be killed."""
     cfg = load_config(ROOT / "configs/demo/stage1.yaml")  # composed and resolved, as --print_config prints it
     trainer = cfg["trainer"]
     trainer.update(max_steps=MAX_STEPS, limit_val_batches=0, log_every_n_steps=1, enable_progress_bar=False,
@@ -235,6 +406,8 @@ def resume_config(tmp_path: Path, stall: bool = False) -> Path:
         elif name == "EvaluationCallback":
             continue  # no validation in this test
         callbacks.append(cb)
+    record = {"class_path": "test_crash_resume.RecordBatches", "init_args": {"out_dir": str(tmp_path / "batches")}}
+    callbacks.append(record)
     if stall:
         callbacks.append({"class_path": "test_crash_resume.StallBeforeLastBatch", "init_args": {"max_steps": MAX_STEPS}})
     trainer["callbacks"] = callbacks
@@ -315,3 +488,17 @@ def test_sigkill_then_resume_from_last(tmp_path: Path) -> None:
     replay.generator.set_state(saved["generator"])
     replay(_batch(2, 0, size=64))  # draws depend on the batch size only
     assert saved["seed"] == 0 and torch.equal(first["generator"], replay.generator.get_state())
+
+    # the data position: killed mid-epoch (the demo epoch is 32 crops = 16 batches of 2), the resumed run went on
+    # with the next sample, so the crops trained on are exactly those of an uninterrupted run
+    position = load(after[resumed_from])["SRDataModule"]["sampler"]["ranks"][0]
+    assert (position["epoch"], position["consumed"], position["next"]) == (0, 2 * resumed_from, 2 * resumed_from)
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    result = subprocess.run([*cmd, str(resume_config(reference))], cwd=reference, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    expected = recorded(reference / "batches")
+    assert len(expected) == MAX_STEPS and len({r["gt"] for r in expected}) == MAX_STEPS
+    assert recorded(tmp_path / "batches") == expected
+    print(f"with the uninterrupted reference run: {time.monotonic() - start:.0f} s")

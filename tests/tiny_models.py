@@ -31,3 +31,20 @@ TINY_QWEN3_VL = dict(
 )
 # a prompt holding one image placeholder between the vision start / end tokens
 PROMPT_IDS = [1, 2, VISION_START, IMAGE_TOKEN, VISION_END, 5, 6, 7, 3]
+
+# ---- tiny stand-ins written into a hub cache under the real ids (tests/hub_cache.py, tests/test_hub_cache.py) ----
+# SD2.1-base: the demo's sizes; the UNet's cross-attention width equals the text encoder's hidden width (real: 1024)
+TINY_SD_VAE = dict(down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                   block_out_channels=(16, 32, 32), layers_per_block=1, latent_channels=4, norm_num_groups=8,
+                   sample_size=64, scaling_factor=0.18215)
+TINY_SD_UNET = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32, attention_head_dim=8,
+                    norm_num_groups=8, use_linear_projection=True)
+TINY_CLIP_TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                      max_position_embeddings=77, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+# DINOv3-ViT-B/16 at toy width: patch 16 and 4 register tokens as the real model, 9 blocks (layer 9 is tapped)
+TINY_DINOV3 = dict(hidden_size=32, num_hidden_layers=9, num_attention_heads=2, intermediate_size=64, patch_size=16,
+                   num_register_tokens=4, image_size=64)
+# timm ConvNeXt (convnext_xxlarge's class): four stages, the real 1024-d CLIP embedding head
+TINY_CONVNEXT = dict(depths=[1, 1, 1, 1], dims=[16, 32, 64, 128])

@@ -7,6 +7,7 @@ demo build the same timm ``ConvNeXt`` class (same head layout) from a tiny confi
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +47,18 @@ def _resolve_weight_file(path: str, source: Source, local_only: bool) -> str:
         except Exception as err:  # noqa: BLE001 - every failure means "not here"; summarised below
             errors.append(f"{name}: {type(err).__name__}")
     raise FileNotFoundError(f"none of the weight files found in hub repo '{path}' ({'; '.join(errors)})")
+
+
+def _hub_model_args(weight_file: str) -> dict[str, Any]:
+    """The ``model_args`` of a timm hub ``config.json`` beside the weight file, as timm's own ``hf-hub:`` loader
+    reads them (``timm.models.load_model_config_from_hf``); ``{}`` when there are none (the released repository's
+    config names only the architecture)."""
+    config = Path(weight_file).with_name("config.json")
+    try:
+        args = json.loads(config.read_text()).get("model_args") if config.is_file() else None
+    except (ValueError, AttributeError):  # not a timm config: the architecture stays model_name's
+        args = None
+    return dict(args) if isinstance(args, dict) else {}
 
 
 class CLIPConvNeXtFeatures(nn.Module):
@@ -88,7 +101,8 @@ class CLIPConvNeXtFeatures(nn.Module):
 
         def load(path: str, src: Source, local_only: bool) -> nn.Module:
             weight_file = _resolve_weight_file(path, src, local_only)
-            return timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=weight_file))
+            return timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=weight_file),
+                                     **_hub_model_args(weight_file))
 
         def build(config: dict[str, Any]) -> nn.Module:
             return timm.create_model(model_name, pretrained=False, **config)

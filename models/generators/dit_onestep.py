@@ -213,42 +213,56 @@ class OneStepDiTGenerator(nn.Module):
         feats = cond_features if cond_features is not None else self.condition(lq, batch_size)
         return self.mlp(feats) if self.mlp is not None else feats.float()
 
-    def denoise(self, z: Tensor, cond: Tensor) -> Tensor:
-        """One Euler step from ``sigma`` to 0: z_0 = z - sigma * v (fp32), z (B, C, h, w)."""
-        v = self.backend.velocity(z, cond, self.sigma)
-        return z.float() - self.sigma * v
+    def denoise(self, z: Tensor, cond: Tensor, sigma: float | None = None) -> Tensor:
+        """One Euler step from ``sigma`` (default: the generator's ``sigma``) to 0: z_0 = z - sigma * v (fp32),
+        z (B, C, h, w)."""
+        s = self.sigma if sigma is None else float(sigma)
+        v = self.backend.velocity(z, cond, s)
+        return z.float() - s * v
 
-    def restore(self, lq_up: Tensor, cond: Tensor, clamp: bool | None = None) -> Tensor:
+    def restore(self, lq_up: Tensor, cond: Tensor, clamp: bool | None = None, sigma: float | None = None) -> Tensor:
         """SR of ``lq_up`` (B, 3, H, W) [0, 1] given condition tokens (B, L, text_dim) -> (B, 3, H, W), clamped to
-        [0, 1] when ``clamp`` (default: in eval mode, or in training with ``clamp_train``)."""
+        [0, 1] when ``clamp`` (default: in eval mode, or in training with ``clamp_train``). ``sigma``: the flow
+        time of this pass (default: the generator's ``sigma``; the twice-upsampling passes give theirs)."""
         h, w = lq_up.shape[-2:]
         x = _pad_to_multiple(lq_up, self.pad_multiple)
         with torch.no_grad():  # frozen encoder, no gradient to the input needed
             z = self.backend.encode(x, sample=self.training and self.sample_latents)
-        out = self.backend.decode(self.denoise(z, cond))[..., :h, :w]
+        out = self.backend.decode(self.denoise(z, cond, sigma))[..., :h, :w]
         if clamp is None:
             clamp = self.clamp_train or not self.training
         return out.clamp(0, 1) if clamp else out
 
-    def forward(self, lq_up: Tensor, lq: Tensor | None = None, cond_features: Tensor | None = None) -> Tensor:
+    def forward(self, lq_up: Tensor, lq: Tensor | None = None, cond_features: Tensor | None = None,
+                sigma: float | None = None) -> Tensor:
         """lq_up (B, 3, H, W) [0, 1] at the target size, lq (B, 3, h, w) the raw LR for the VLM (or cached
-        ``cond_features``) -> SR (B, 3, H, W) in [0, 1] (in training ~[0, 1], clamped only with ``clamp_train``)."""
-        return self.restore(lq_up, self.encode_condition(lq, lq_up.shape[0], cond_features))
+        ``cond_features``) -> SR (B, 3, H, W) in [0, 1] (in training ~[0, 1], clamped only with ``clamp_train``).
+        ``sigma``: the flow time of this pass (default: the generator's ``sigma``)."""
+        return self.restore(lq_up, self.encode_condition(lq, lq_up.shape[0], cond_features), sigma=sigma)
 
-    def tiled_forward(self, lq_up: Tensor, lq: Tensor | None = None, cond_features: Tensor | None = None,
-                      tile: int = 1024, overlap: int = 64) -> Tensor:
-        """Inference on large images: the condition is computed once from the whole LR, then ``tile`` x ``tile``
-        pixel tiles (``overlap`` shared pixels) are restored and blended with a linear feather (StrSR)."""
+    def tiled_restore(self, lq_up: Tensor, cond: Tensor, tile: int = 1024, overlap: int = 64,
+                      sigma: float | None = None, weight: str = "linear") -> Tensor:
+        """Inference on large images with precomputed condition tokens (B, L, text_dim), shared by every tile:
+        ``tile`` x ``tile`` pixel tiles (``overlap`` shared pixels) of ``lq_up`` (B, 3, H, W) [0, 1], restored at
+        ``sigma`` with the active adapter, blended (``weight``: linear feather, or ``feather``, the released mask of
+        jkwang28/StrSR ``test_flux.py``) and clamped after blending -> (B, 3, H, W) [0, 1]. An input that fits one
+        tile is restored whole (bit-identical to :meth:`restore` with ``clamp=True``)."""
         from models.inference.tiling import tiled_apply
 
         if tile % self.pad_multiple:
             raise ValueError(f"tile={tile} must be a multiple of pad_multiple={self.pad_multiple}")
         h, w = lq_up.shape[-2:]
-        cond = self.encode_condition(lq, lq_up.shape[0], cond_features)  # (B, L, text_dim), once per image
-        x = _pad_to_multiple(lq_up, self.pad_multiple)
-        out = tiled_apply(x, lambda t: self.restore(t, cond, clamp=False), tile=tile, overlap=overlap, scale=1,
-                          weight="linear")
+        x = _pad_to_multiple(lq_up, self.pad_multiple)  # (B, 3, H', W')
+        out = tiled_apply(x, lambda t: self.restore(t, cond, clamp=False, sigma=sigma), tile=tile, overlap=overlap,
+                          scale=1, weight=weight)
         return out[..., :h, :w].clamp(0, 1)  # clamped after blending, as the released inference
+
+    def tiled_forward(self, lq_up: Tensor, lq: Tensor | None = None, cond_features: Tensor | None = None,
+                      tile: int = 1024, overlap: int = 64, sigma: float | None = None) -> Tensor:
+        """Inference on large images: the condition is computed once from the whole LR (StrSR's tiled inference),
+        then shared by the pixel tiles of :meth:`tiled_restore`."""
+        cond = self.encode_condition(lq, lq_up.shape[0], cond_features)  # (B, L, text_dim), once per image
+        return self.tiled_restore(lq_up, cond, tile, overlap, sigma=sigma)
 
     # --- export / import --------------------------------------------------------------------------------------
     @staticmethod

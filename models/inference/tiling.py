@@ -8,7 +8,9 @@ overlapping tiles and blends the outputs with normalised weights:
 so every output pixel is a convex combination of the tile outputs that cover it (no seams, no brightness
 change where tiles overlap). Latent tiles of 64 with overlap 32 and Gaussian weights follow Mixture of Diffusers
 (albarji/mixture-of-diffusers), as the one-step SD super-resolvers tile; pixel tiles with a linear feather follow
-StrSR's inference (jkwang28/StrSR ``test_flux.py``). An input that fits in one tile is passed through ``fn``
+StrSR's inference (jkwang28/StrSR ``test_flux.py``). ``weight="feather"`` is that script's exact mask: linear
+ramps ``linspace(0, 1, overlap)`` on the *interior* edges of each tile only (edges on the image border keep weight 1),
+and the weight sum clamped at 1e-6 before dividing. An input that fits in one tile is passed through ``fn``
 unchanged (bit-identical to untiled).
 """
 
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["tile_starts", "blend_weights", "tiled_apply", "pad_to_multiple", "border_gradient_ratio"]
+__all__ = ["tile_starts", "blend_weights", "feather_weights", "tiled_apply", "pad_to_multiple", "border_gradient_ratio"]
 
 # Gaussian weights: sigma = GAUSSIAN_SIGMA_FRAC * tile (the common latent-tiling code uses var = 0.01 on a
 # coordinate normalised by the tile size, i.e. sigma = 0.1 * tile). At a tile edge the weight is
@@ -80,6 +82,24 @@ def blend_weights(h: int, w: int, kind: str = "gaussian", overlap: int = 0) -> T
     return (wy[:, None] * wx[None, :]).float()[None, None]  # (1, 1, h, w)
 
 
+def feather_weights(h: int, w: int, overlap: int, top: bool, bottom: bool, left: bool, right: bool) -> Tensor:
+    """The released StrSR tile mask (jkwang28/StrSR ``test_flux.py`` / ``test_zimage.py``, ``infer_tiled``): ones,
+    times ``linspace(0, 1, overlap)`` along each edge flagged as interior (``top``: the tile does not start at the
+    image's first row, ...). (1, 1, h, w) float32; ramps start at weight 0."""
+    mask = torch.ones(1, 1, h, w, dtype=torch.float32)
+    ramp = torch.linspace(0, 1, overlap, dtype=torch.float32) if overlap > 0 else None
+    if ramp is not None:
+        if top:
+            mask[:, :, :overlap, :] *= ramp.view(1, 1, -1, 1)
+        if bottom:
+            mask[:, :, -overlap:, :] *= ramp.flip(0).view(1, 1, -1, 1)
+        if left:
+            mask[:, :, :, :overlap] *= ramp.view(1, 1, 1, -1)
+        if right:
+            mask[:, :, :, -overlap:] *= ramp.flip(0).view(1, 1, 1, -1)
+    return mask
+
+
 def _scaled(v: int, scale: Fraction, what: str) -> int:
     s = v * scale
     if s.denominator != 1:
@@ -106,6 +126,7 @@ def tiled_apply(
         scale: output / input size ratio; may be fractional (``Fraction(1, 8)`` for a VAE encoder), in which
             case tile sizes, overlaps and ``H, W`` must map to integers.
         weight: blend weight kind (see :func:`blend_weights`); the linear ramp is ``overlap * scale`` long.
+            ``"feather"``: the released StrSR mask (:func:`feather_weights`, interior edges only; ``scale`` 1).
 
     Returns:
         (B, C', H * scale, W * scale) in the dtype of ``fn``'s output; blending is accumulated in float32.
@@ -120,7 +141,11 @@ def tiled_apply(
     xs = tile_starts(W, tile, min(overlap, tw - 1))
     oh, ow = _scaled(H, sc, "H"), _scaled(W, sc, "W")
     oth, otw = _scaled(th, sc, "tile height"), _scaled(tw, sc, "tile width")
-    wgt = blend_weights(oth, otw, weight, overlap=math.floor(overlap * sc)).to(x.device)  # (1, 1, oth, otw)
+    feather = weight == "feather"
+    if feather and sc != 1:
+        raise ValueError("weight='feather' (the released StrSR pixel tiling) needs scale 1")
+    if not feather:
+        wgt = blend_weights(oth, otw, weight, overlap=math.floor(overlap * sc)).to(x.device)  # (1, 1, oth, otw)
 
     acc: Tensor | None = None  # (B, C', oh, ow) float32
     norm = torch.zeros(1, 1, oh, ow, device=x.device, dtype=torch.float32)
@@ -135,9 +160,13 @@ def tiled_apply(
                 acc = torch.zeros(B, out.shape[1], oh, ow, device=x.device, dtype=torch.float32)
                 out_dtype = out.dtype
             oy, ox = _scaled(y0, sc, "tile start"), _scaled(x0, sc, "tile start")
+            if feather:  # interior edges: not on the image border
+                wgt = feather_weights(oth, otw, overlap, y0 > 0, y0 + tile < H, x0 > 0, x0 + tile < W).to(x.device)
             acc[:, :, oy : oy + oth, ox : ox + otw] += out.float() * wgt
             norm[:, :, oy : oy + oth, ox : ox + otw] += wgt
     assert acc is not None
+    if feather:
+        norm = norm.clamp_min(1e-6)  # as released: pixels whose weights are all 0 come out as 0
     return (acc / norm).to(out_dtype)
 
 

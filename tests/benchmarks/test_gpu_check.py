@@ -26,6 +26,7 @@ def test_dry_run_every_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     rows = gpu_check.main(["--dry-run", "--cases", "stage1", "x4 128"])
     assert [r["item"] for r in rows[:2]] == ["demo stage1 64 G+D", "infer x4 128->512 (run at 16 px)"]
     assert rows[1]["paper_s_H800"] == 0.0596
+    assert rows[0]["paper"].startswith("OMGSR: 21-24 GB")  # the training rows' anchor
     _check_rows(rows, tmp_path)
 
 

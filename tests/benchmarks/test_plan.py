@@ -95,6 +95,35 @@ def test_checkpoint_recomputes_under_the_emulation() -> None:
     assert x.grad.dtype == torch.bfloat16 and lin.weight.grad.dtype == torch.float32
 
 
+def test_flops_and_saved_bytes_of_a_linear_and_a_conv_on_meta_by_hand() -> None:
+    """The planner's counters on the emulated CUDA device against hand computation: a Linear and a 3x3 conv,
+    forward and backward under bf16 autocast (weight grads only: the input needs none)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    b, cin, cout, hw, k = 2, 8, 16, 32, 3
+    conv = nn.Conv2d(cin, cout, k, padding=1, device="meta")
+    lin = nn.Linear(cout, 4, device="meta")
+    x = torch.empty(b, cin, hw, hw, device="meta")
+    saved = SavedBytes([conv, lin])
+    with TargetDevice("cuda"), FlopCounterMode(display=False) as flops:
+        with torch.autocast("cuda", dtype=torch.bfloat16), saved.hooks():
+            y = lin(conv(x).permute(0, 2, 3, 1))  # (b, hw, hw, 4)
+        assert y.dtype == torch.bfloat16
+        y.float().sum().backward()
+    conv_fwd = 2 * b * cout * hw * hw * cin * k * k  # one multiply-add per output element and kernel tap
+    lin_fwd = 2 * (b * hw * hw) * cout * 4
+    # backward: the weight gradients only (same cost as the forward); the conv's input needs no gradient, the
+    # linear's input (the conv output) does
+    assert flops.get_total_flops() == conv_fwd * 2 + lin_fwd * 3
+    # saved for backward, bf16: the conv's cast input (its cast weight is a cast of a parameter: resident in autocast's
+    # cache only while the region lasts, and saved), the linear's input and cast weight
+    x_bf16 = rounded(b * cin * hw * hw * 2)
+    conv_out = rounded(b * cout * hw * hw * 2)
+    weights = rounded(cout * cin * k * k * 2) + rounded(4 * cout * 2)
+    assert saved.bytes["other"] == x_bf16 + conv_out + weights
+    assert conv.weight.grad.dtype == torch.float32 and conv.weight.grad.is_meta
+
+
 # ------------------------------------------------------------------------------------------- meters
 def test_live_bytes_follow_allocations_and_frees() -> None:
     weight = torch.ones(256)
@@ -186,6 +215,26 @@ def test_plan_training_rows(tmp_path: Path) -> None:
         assert r["fsdp8_GiB"] <= r["fsdp4_GiB"] <= r["peak_GiB"] + 1  # more ranks, smaller shards
     assert g_real["act_GiB"] > g["act_GiB"] and g_real["TFLOP"] > g["TFLOP"]
     assert g["trainable_M"] > 0 and d["trainable_M"] > 0 and d["act_GiB"] < g["act_GiB"]
+
+
+def test_plan_dit_stage2_per_chunk_rows(tmp_path: Path) -> None:
+    """DiT stage 2 (demo FLUX.2, 192 px in 2 x 2 chunks of 96, cached features) from a zero StrSR stage-1 export
+    that the planner writes itself: N^2 = 4 G and 4 D updates per image; per update it costs about what a StrSR
+    stage-1 update at the chunk size (96) costs, and its peak stays within 1.5x of that stage 1's."""
+    stage2 = plan.Case("s2", "demo/strsr_stage2_flux2.yaml", 192, cached=True, real=False)
+    rows = plan.plan_training(stage2, tmp_path)
+    lora, mlp = tmp_path / "stage1_demo_strsr_flux2.safetensors", tmp_path / "stage1_demo_strsr_flux2_mlp.safetensors"
+    assert lora.is_file() and mlp.is_file()
+    by = {r["update"]: r for r in rows}
+    assert by["G"]["detail"]["updates"] == {"G": 4, "D": 4} and by["G"]["detail"]["batches"] == 1
+    stage1 = {r["update"]: r for r in plan.plan_training(plan.VALIDATION_CASES[2], tmp_path)}  # demo FLUX.2 96
+    # the same chunk through the same generator: equal saved activations, and the trained LoRA alone (no MLP)
+    assert by["G"]["act_GiB"] == pytest.approx(stage1["G"]["act_GiB"], rel=0.1)
+    assert by["G"]["trainable_M"] < stage1["G"]["trainable_M"]
+    # a G update of stage 2 also carries a quarter of the (no-grad) stage-1 pass at 96 px
+    assert stage1["G"]["TFLOP"] < by["G"]["TFLOP"] < 1.5 * stage1["G"]["TFLOP"]
+    assert by["G"]["peak_GiB"] < 1.5 * stage1["G"]["peak_GiB"]
+    assert by["D"]["TFLOP"] < stage1["D"]["TFLOP"]  # StrSR's D batch also runs a generator forward
 
 
 @pytest.mark.slow

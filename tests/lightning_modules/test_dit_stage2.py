@@ -6,6 +6,7 @@ and MLP, the stage-2 adapter trains on 4 chunks of 32 with the VLM condition of 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,7 +18,9 @@ import torch.nn.functional as F
 
 from datamodules import SRDataModule
 from datamodules.degradation import RealESRGANDegradation
+from datamodules.precompute import precompute
 from lightning_modules.dit_stage2 import DiTStage2Module
+from lightning_modules.tudsr_inference import TUDSRInference
 from losses.adversarial import RaGAN
 from losses.pixel import L1
 from losses.weighted import WeightedLoss
@@ -25,6 +28,7 @@ from models.conditions import VLMCondition
 from models.discriminators.multilevel import CLIPConvNeXtDiscriminator
 from models.generators.dit_onestep import OneStepDiTGenerator
 from models.generators.flux2_backend import Flux2Backend
+from models.inference.tudsr import TUDSRPipeline
 from models.lora import LoraConfig
 from models.pretrained import Source
 from models.resize import bicubic_upsample
@@ -137,6 +141,8 @@ def test_stage1_adapter_and_mlp_bit_identical_stage2_lora_trained(run: SimpleNam
 
 
 def test_two_adapter_inference_equals_two_single_adapter_generators(run: SimpleNamespace, stage1, tmp_path) -> None:
+    """The generator-only path of configs/predict_strsr2_* (TUDSRInference + TUDSRPipeline around a DiT generator
+    without a trainable adapter) and the training module's evaluation both equal two single-adapter generators."""
     module = run.module
     module.generator.export_adapter(tmp_path / "stage2.safetensors")  # stage-2 LoRA + the shared (stage-1) MLP
     g1, g2 = build_generator(None, 0.8), build_generator(None, 0.6)
@@ -145,13 +151,29 @@ def test_two_adapter_inference_equals_two_single_adapter_generators(run: SimpleN
     g1.eval(), g2.eval()
     torch.manual_seed(3)
     lq = torch.rand(1, 3, 9, 7)  # odd sizes
+    settings = dict(m=4, n=2, t1=0.8, t2=0.6, color_fix="none")
+    untiled = TUDSRInference(build_generator(None, 0.3), str(stage1.path), str(tmp_path / "stage2.safetensors"),
+                             pipeline=partial(TUDSRPipeline, pixel_tile=1024, **settings))
+    tiled = TUDSRInference(build_generator(None, 0.3), str(stage1.path), str(tmp_path / "stage2.safetensors"),
+                           pipeline=partial(TUDSRPipeline, pixel_tile=32, pixel_overlap=8, **settings))
+    assert untiled.generator.adapters == ["stage1", "stage2"] and untiled.native_scale == 8
+    assert not any(p.requires_grad for p in untiled.parameters())
     with torch.no_grad():
-        got = module.two_pass(lq, 4, 2)  # x8 = M4N2
+        got = untiled.predict_step({"lq": lq, "name": ["x"]}, 0)["sr"]  # native x8 = M4N2
         y1 = g1(bicubic_upsample(lq, (36, 28)), lq)
         x2 = F.interpolate(y1, size=(72, 56), mode="bilinear", align_corners=False).clamp(0, 1)
         want = g2(x2, lq)
-    assert got.shape == (1, 3, 72, 56)  # exactly 8x the input
+        # pixel tiles of 32 (overlap 8): each single generator tiles with the condition of the whole LR
+        got_tiled = tiled.predict_step({"lq": lq, "name": ["x"]}, 0)["sr"]
+        y1_t = g1.tiled_forward(bicubic_upsample(lq, (36, 28)), lq, tile=32, overlap=8)
+        x2_t = F.interpolate(y1_t, size=(72, 56), mode="bilinear", align_corners=False).clamp(0, 1)
+        want_tiled = g2.tiled_forward(x2_t, lq, tile=32, overlap=8)
+        trained = module.infer(lq, 8)  # the training module's evaluation: the same pipeline
+    assert got.shape == got_tiled.shape == (1, 3, 72, 56)  # exactly 8x the input
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got_tiled, want_tiled, atol=1e-5, rtol=0)
+    assert (got_tiled - got).abs().max() > 1e-4  # the tiles did run (otherwise the check above repeats the first)
+    torch.testing.assert_close(trained, want, atol=1e-5, rtol=0)
     assert module.generator.active_adapter == "stage2" and module.generator.sigma == 0.6
 
 
@@ -210,3 +232,44 @@ def test_stage1_pass_uses_frozen_adapter_at_sigma1(run: SimpleNamespace, stage1:
         got = module.stage1_output(lq, (32, 32))
         want = g1(bicubic_upsample(lq, (32, 32)), lq)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_feature_cache_replaces_the_vlm_in_stage2(stage1: SimpleNamespace, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """SRDataModule(feature_cache=...) puts the cached VLM features (``cond_features``) into the batches; DiT stage 2
+    maps them once per image through the frozen MLP and never runs the VLM."""
+    cache, written = precompute({**CONFIG, "data": {**CONFIG["data"], "crop_size": CROP}}, str(tmp_path / "cache"),
+                                dtype="fp32")
+    assert written > 0
+    module = build_module(stage1.path)
+
+    def no_vlm(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the VLM ran although features are cached")
+
+    monkeypatch.setattr(VLMCondition, "forward", no_vlm)
+    seen: list[tuple[list[str], torch.Tensor | None]] = []  # (batch paths, features given to the condition)
+    paths: list[list[str]] = []
+    encode = module.generator.encode_condition
+
+    def spy(lq: Any, batch_size: int, cond_features: torch.Tensor | None = None) -> torch.Tensor:
+        seen.append((list(paths[-1]), cond_features))
+        return encode(lq, batch_size, cond_features)
+
+    monkeypatch.setattr(module.generator, "encode_condition", spy)
+
+    class Paths(L.Callback):
+        def on_train_batch_start(self, trainer: L.Trainer, module: Any, batch: Any, batch_idx: int) -> None:
+            paths.append(batch["path"])
+
+    recorder = StepRecorder()
+    data = SRDataModule(train_dirs=None, crop_size=CROP, batch_size=1, num_workers=0, epoch_length=4,
+                        feature_cache=str(tmp_path / "cache"),
+                        degradation=RealESRGANDegradation(preset="light", scale=4, resize_back=False))
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, max_steps=CHUNKS, callbacks=[recorder, Paths()])
+    trainer.fit(module, datamodule=data)
+    assert recorder.steps == ["g", "d"] * CHUNKS
+    assert len(seen) == 1  # one condition per image, shared by the stage-1 pass and the N^2 chunks
+    ids, features = seen[0]
+    assert features is not None and torch.equal(features, torch.stack([cache.load(i) for i in ids]))

@@ -258,9 +258,9 @@ def test_m4n2_variant_trains_on_x8_lq_with_accumulation_4(dists: DISTS, stage1: 
     seen: list[tuple[tuple[int, ...], tuple[int, int]]] = []
     original = module.stage1_output
 
-    def spy(lq: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def spy(lq: torch.Tensor, size: tuple[int, int], *cond: object) -> torch.Tensor:
         seen.append((tuple(lq.shape[-2:]), tuple(size)))
-        return original(lq, size)
+        return original(lq, size, *cond)
 
     module.stage1_output = spy
     recorder = StepRecorder()

@@ -1,0 +1,56 @@
+"""Generator-only inference modules for ``onestep-sr predict`` / ``onestep-sr test``: the steps they share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from lightning_modules.base import batch_scale
+
+
+class GeneratorInference(L.LightningModule):
+    """A frozen super-resolver without training parts (no discriminator, no losses, no optimiser).
+
+    Subclasses define :attr:`native_scale` (the factor a batch without ``scale`` gets) and :meth:`restore`
+    (``lq`` (B, 3, h, w) [0, 1] -> SR (B, 3, h*s, w*s)); :meth:`check_scale` may refuse a batch's scale. Test,
+    validation and predict batches all go through :meth:`sr_step`: ``{"sr", "gt", "lq", "name"}``, SR float32 in
+    [0, 1], computed under ``torch.inference_mode``.
+    """
+
+    @property
+    def native_scale(self) -> int:
+        raise NotImplementedError
+
+    def check_scale(self, scale: int) -> None:
+        """Raise a ``ValueError`` naming the supported factors if ``scale`` is not one of them."""
+
+    def restore(self, lq: Tensor, scale: int) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, lq: Tensor) -> Tensor:
+        return self.restore(lq, self.native_scale)
+
+    def on_predict_start(self) -> None:
+        self.eval()
+
+    def on_test_start(self) -> None:
+        self.eval()
+
+    def sr_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        scale = batch_scale(batch, self.native_scale)
+        self.check_scale(scale)
+        with torch.inference_mode():
+            sr = self.restore(batch["lq"], scale).float().clamp(0, 1)
+        return {"sr": sr, "gt": batch.get("gt"), "lq": batch["lq"], "name": batch["name"]}
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        return self.sr_step(batch)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        return self.sr_step(batch)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        return self.sr_step(batch)

@@ -4,7 +4,8 @@
 
 Each real config (``configs/stage1.yaml`` at 512, ``stage2.yaml`` at 1024 in 2 x 2 chunks of 512,
 ``strsr_flux2.yaml`` / ``strsr_zimage.yaml`` at 1024, the DiT stage 2 ``strsr_stage2_{flux2,zimage}.yaml`` at
-2048 in 2 x 2 chunks of 1024, the predict configs at the TUDSR Table 3 sizes) is loaded
+2048 in 2 x 2 chunks of 1024, the TUDSR predict configs at the TUDSR Table 3 sizes, the StrSR and DiT
+twice-upsampling predict configs at 256 / 512 px inputs) is loaded
 with ``onestep_sr.config.load_config``, its ``pretrained:`` sources swapped for the real architectures
 (:func:`benchmarks.arch.offline`), and its LightningModule built on the meta device. One steady-state training
 step runs through the module's own ``training_step`` (G and D updates; :mod:`benchmarks.step_meter`) with CUDA
@@ -35,6 +36,7 @@ import copy
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -87,7 +89,16 @@ TRAIN_CASES = (
     Case("FLUX.2 stage2 2048=4x1024 liveVLM GC", "strsr_stage2_flux2.yaml", 2048),
     Case("Z-Image stage2 2048=4x1024 cached GC", "strsr_stage2_zimage.yaml", 2048, cached=True),
 )
-INFER_CASES = tuple(Case(f"x{s} {n}->{n * s}", f"predict_x{s}.yaml", n) for n in (128, 256) for s in (4, 8))
+INFER_CASES = (
+    *(Case(f"x{s} {n}->{n * s}", f"predict_x{s}.yaml", n) for n in (128, 256) for s in (4, 8)),
+    # StrSR (released weights or our export; 1024 px tiles): one tile, then 3 x 3 tiles
+    Case("StrSR-F x4 256->1024", "predict_strsr_flux2.yaml", 256),
+    Case("StrSR-F x4 512->2048", "predict_strsr_flux2.yaml", 512),
+    Case("StrSR-Z x4 256->1024", "predict_strsr_zimage.yaml", 256),
+    # TUDSR twice upsampling on the FLUX.2 DiT (two passes, 1024 px tiles)
+    Case("FLUX.2 2x x4 256->1024", "predict_strsr2_x4_flux2.yaml", 256),
+    Case("FLUX.2 2x x8 256->2048", "predict_strsr2_x8_flux2.yaml", 256),
+)
 VALIDATION_CASES = (
     Case("demo stage1 64", "demo/stage1.yaml", 64, real=False),
     Case("demo stage2 64=4x32", "demo/stage2.yaml", 64, real=False),
@@ -117,7 +128,7 @@ def model_config(case: Case, adapter: str | None, fp32: bool = False) -> dict[st
     recon = init.get("reconstruction", {}).get("init_args", {})
     if recon.get("start_steps"):
         recon["start_steps"] = {name: 0 for name in recon["start_steps"]}
-    for key in ("stage1_adapter", "adapter1", "adapter2"):
+    for key in ("stage1_adapter", "adapter1", "adapter2", "weights"):
         if key in init and init[key] is not None:
             init[key] = adapter
     if fp32:
@@ -136,9 +147,10 @@ def _load(config: str, real: bool) -> dict[str, Any]:
 
 def stage1_adapter(case: Case, workdir: Path) -> str:
     """A zero stage-1 export shaped like that of ``case``'s family: the SD2.1 LoRA (real or demo) or, for a DiT
-    stage 2 (``strsr_stage2_<backend>``), the StrSR export of ``strsr_<backend>`` (LoRA + ``<stem>_mlp`` file)."""
-    name = Path(case.config).name
-    config = name.replace("strsr_stage2_", "strsr_") if name.startswith("strsr_stage2_") else "stage1.yaml"
+    stage 2 or a StrSR predict config (``strsr_stage2_<backend>``, ``predict_strsr_<backend>``,
+    ``predict_strsr2_x<M>_<backend>``), the StrSR export of ``strsr_<backend>`` (LoRA + ``<stem>_mlp`` file)."""
+    dit = re.fullmatch(r"(?:strsr_stage2_|predict_strsr_|predict_strsr2_x\d+_)(\w+)\.yaml", Path(case.config).name)
+    config = f"strsr_{dit[1]}.yaml" if dit else "stage1.yaml"
     config = config if case.real else f"demo/{config}"
     source = Case("adapter", config, 64, cached=True, real=case.real)
     path = workdir / f"stage1_{config.replace('/', '_').removesuffix('.yaml')}.safetensors"
@@ -252,7 +264,9 @@ def plan_training(case: Case, workdir: Path) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------- inference
 def plan_inference(case: Case, workdir: Path) -> dict[str, Any]:
     """One predict batch of ``case.crop`` px through the module's own ``predict_step`` (bf16 autocast of the
-    pipeline, CUDA attention): FLOPs, peak, predicted seconds, and the paper's H800 seconds."""
+    pipeline, CUDA attention): FLOPs, peak, predicted seconds, and the paper's H800 seconds. A live VLM condition
+    (StrSR) is counted analytically (:class:`benchmarks.plan_model.VLMStandIn`): its FLOPs, and its weights in
+    the peak, not its transient activations."""
     from torch.utils.flop_counter import FlopCounterMode
 
     adapter = stage1_adapter(case, workdir)
@@ -260,14 +274,19 @@ def plan_inference(case: Case, workdir: Path) -> dict[str, Any]:
     model.eval()
     batch = {"lq": torch.rand(1, 3, case.crop, case.crop).to("meta"), "name": ["plan"]}
     resident = storage_bytes(list(model.parameters()) + list(model.buffers()))
+    cond = getattr(model.generator, "condition", None)
+    vlm = VLMStandIn(cond) if cond is not None and getattr(cond, "vlm", None) is not None else None
     live = LiveBytes()
-    with TargetDevice("cuda"), FlopCounterMode(display=False) as flops, live:
+    with vlm.active() if vlm else contextlib.nullcontext(), TargetDevice("cuda"), \
+            FlopCounterMode(display=False) as flops, live:
         model.predict_step(batch, 0)
-    total = flops.get_total_flops()
+    total = flops.get_total_flops() + (sum(vlm.flops_per_call) if vlm else 0)
     return {"case": case.label, "update": "infer", "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
             "trainable_M": 0.0, "TFLOP": total / 1e12, "param_GiB": resident / GIB,
             "peak_GiB": (resident + live.peak) / GIB, "s_H100": seconds(total),
-            "paper_s_H800": PAPER_TABLE3.get((case.config, case.crop))}
+            "paper_s_H800": PAPER_TABLE3.get((case.config, case.crop)),
+            "detail": {"vlm_TFLOP": sum(vlm.flops_per_call) / 1e12 if vlm else 0.0,
+                       "vlm_calls": len(vlm.flops_per_call) if vlm else 0}}
 
 
 # ------------------------------------------------------------------------------------------- validation

@@ -24,7 +24,7 @@ from evaluation.collection import MetricCollection
 from evaluation.contact_sheet import contact_row, contact_sheet, save_png
 from evaluation.paper import PaperValues
 from evaluation.report import build_report, report_markdown
-from lightning_modules.base import batch_scale
+from lightning_modules.sr_steps import batch_scale
 
 __all__ = ["DEFAULT_METRICS", "EvaluationCallback", "format_table"]
 

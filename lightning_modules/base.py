@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from losses.protocols import AdversarialLoss
 from losses.weighted import WeightedLoss
 from lightning_modules.guard import NonFiniteGuard
+from lightning_modules.sr_steps import SRSteps, batch_scale
 from models.protocols import Discriminator, OneStepGenerator
 from models.resize import bicubic_upsample
 
@@ -40,24 +41,7 @@ def _adamw(params: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=5e-5)
 
 
-def batch_scale(batch: dict[str, Any], default: int) -> int:
-    """The SR factor an evaluation or predict batch asks for: its ``scale`` entry (an int, or the collated (B,)
-    tensor or list, all equal), else ``default`` (a batch without one, e.g. ``data.predict_scale: null``)."""
-    value = batch.get("scale")
-    if value is None:
-        return int(default)
-    if torch.is_tensor(value):
-        values = {int(v) for v in value.flatten().tolist()}
-    elif isinstance(value, (list, tuple)):
-        values = {int(v) for v in value}
-    else:
-        values = {int(value)}
-    if len(values) != 1:
-        raise ValueError(f"one evaluation batch mixes the scales {sorted(values)}")
-    return values.pop()
-
-
-class OneStepGANModule(L.LightningModule):
+class OneStepGANModule(SRSteps, L.LightningModule):
     """Manual-optimisation GAN with gradient accumulation, clipping, a non-finite guard and trainable-only checkpoints.
 
     **Step axis:** ``trainer.global_step`` counts *generator* optimizer updates only. Discriminator updates go
@@ -297,15 +281,6 @@ class OneStepGANModule(L.LightningModule):
         """LQ (B, 3, h, w) -> SR (B, 3, h*scale, w*scale) in [0, 1]. Subclasses override (tiling, two stages)."""
         return self.generator(bicubic_upsample(lq, scale), lq)
 
-    def _eval_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def sr_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         sr = self.infer(batch["lq"], batch_scale(batch, self.native_scale))
         return {"sr": sr.float().clamp(0, 1), "gt": batch.get("gt"), "lq": batch["lq"], "name": batch["name"]}
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return self._eval_step(batch)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return self._eval_step(batch)
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return self._eval_step(batch)

@@ -66,7 +66,6 @@ class DiTDistillModule(OneStepGANModule):
         counter = self.batch_counter(batch_idx)
         window = counter // 2 if self.alternate else counter
         step_now = (window + 1) % self.accumulate == 0
-        do_d = not self.alternate or counter % 2 == 0
         do_g = not self.alternate or counter % 2 == 1
         if do_g:
             fdl_on = "fdl" in self.reconstruction.terms and self.reconstruction.active("fdl", self.global_step)

@@ -8,10 +8,10 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lightning_modules.base import batch_scale
+from lightning_modules.sr_steps import SRSteps, batch_scale
 
 
-class GeneratorInference(L.LightningModule):
+class GeneratorInference(SRSteps, L.LightningModule):
     """A frozen super-resolver without training parts (no discriminator, no losses, no optimiser).
 
     Subclasses define :attr:`native_scale` (the factor a batch without ``scale`` gets) and :meth:`restore`
@@ -45,12 +45,3 @@ class GeneratorInference(L.LightningModule):
         with torch.inference_mode():
             sr = self.restore(batch["lq"], scale).float().clamp(0, 1)
         return {"sr": sr, "gt": batch.get("gt"), "lq": batch["lq"], "name": batch["name"]}
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return self.sr_step(batch)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return self.sr_step(batch)
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return self.sr_step(batch)

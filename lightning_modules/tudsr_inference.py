@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_modules.base import batch_scale
+from lightning_modules.sr_steps import batch_scale
 from lightning_modules.inference_base import GeneratorInference
 from models.inference.tudsr import TUDSRPipeline
 from models.pretrained import WeightArg, declare_weights, require_file

@@ -56,6 +56,19 @@ def is_fragment(path: Path) -> bool:
     return "model" not in given and COMPOSE_KEY not in given
 
 
+@functools.cache
+def value_refs() -> dict[Path, list[tuple[Path, str]]]:
+    """Config files named as the value of a class argument (e.g. ``condition: parts/qwen3_vl_condition.yaml``,
+    resolved next to the naming file): file -> [(naming file, dotted key of the value)]."""
+    refs: dict[Path, list[tuple[Path, str]]] = {}
+    for path in CONFIGS:
+        for key, value in walk(yaml.safe_load(path.read_text()) or {}):
+            if key != COMPOSE_KEY and not key.startswith(f"{COMPOSE_KEY}[") and isinstance(value, str) \
+                    and value.endswith((".yaml", ".yml")) and (path.parent / value).is_file():
+                refs.setdefault((path.parent / value).resolve(), []).append((path.resolve(), key))
+    return refs
+
+
 RUNS = [p for p in CONFIGS if usage(p)]  # what users type: run files and fragments, each with its usage line
 PARTS = [p for p in CONFIGS if not usage(p)]  # composed by the run files (trainer/, method/, demo/parts/, ...)
 MODEL_RUNS = [p for p in RUNS if not is_fragment(p)]
@@ -68,8 +81,23 @@ def resolved(run: Path) -> dict[str, Any]:
 
 
 def composed_by(run: Path) -> set[Path]:
-    """Every file ``run`` composes, directly or through another file."""
-    return {Path(v).resolve() for v in expand_config(run) if os.path.isfile(v)}
+    """Every file ``run`` composes, directly or through another file, and the value files those name."""
+    files = {Path(v).resolve() for v in expand_config(run) if os.path.isfile(v)}
+    return files | {value for value, refs in value_refs().items() if any(ref in files for ref, _ in refs)}
+
+
+def resolved_keys(part: Path, runs: list[Path]) -> list[tuple[str, list[Any]]]:
+    """(dotted key in ``part``, the values the runs resolve that key to): a value file's keys sit under the key
+    that names it."""
+    prefixes = [key for _, key in value_refs().get(part.resolve(), [])] or [""]
+    out = []
+    for key, _ in walk(yaml.safe_load(part.read_text())):
+        found = []
+        for run in runs:
+            for prefix in prefixes:
+                found.append(resolved(run).get(f"{prefix}.{key}" if prefix else key, "<absent>"))
+        out.append((key, found))
+    return out
 
 
 def command_line(path: Path) -> list[str]:
@@ -145,9 +173,11 @@ def test_every_value_of_a_part_reaches_a_run(part: Path) -> None:
     given = yaml.safe_load(part.read_text())
     runs = [run for run in MODEL_RUNS if part.resolve() in composed_by(run)]
     assert runs, f"{rel(part)} is composed by no run file"
-    for key, value in walk(given):
+    names = {key for refs in value_refs().values() for ref, key in refs if ref == part.resolve()}
+    for (key, value), (_, found) in zip(walk(given), resolved_keys(part, runs)):
+        if key in names:  # a value file's name: its own values are checked as that file's
+            continue
         if not isinstance(value, (dict, list)):  # leaves (lists and dicts through their leaves)
-            found = [resolved(run).get(key, "<absent>") for run in runs]
             if key.endswith("class_path"):  # printed as the shortest import path of the same class
                 value, found = _import(value), [_import(f) for f in found if isinstance(f, str)]
             assert value in found, f"{rel(part)}: {key} = {value!r} reaches no run ({found!r})"

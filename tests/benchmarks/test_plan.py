@@ -237,6 +237,28 @@ def test_plan_dit_stage2_per_chunk_rows(tmp_path: Path) -> None:
     assert by["D"]["TFLOP"] < stage1["D"]["TFLOP"]  # StrSR's D batch also runs a generator forward
 
 
+def test_plan_strsr_inference_counts_tiles_and_one_vlm_call(tmp_path: Path) -> None:
+    """The StrSR predict config (demo size: 96 px tiles, 16 overlap, x4) through ``plan_inference``: a 24 px LR is
+    one tile, a 44 px LR (176 px output) 2 x 2 tiles, so the DiT + VAE FLOPs are 4x; the VLM condition runs once
+    per image, never per tile; the adapter is the zero export of ``demo/strsr_flux2.yaml`` (LoRA + MLP)."""
+    config = "demo/predict_strsr_flux2.yaml"
+    one = plan.plan_inference(plan.Case("1 tile", config, 24, real=False), tmp_path)
+    four = plan.plan_inference(plan.Case("2x2 tiles", config, 44, real=False), tmp_path)
+    assert (tmp_path / "stage1_demo_strsr_flux2.safetensors").is_file()
+    assert (tmp_path / "stage1_demo_strsr_flux2_mlp.safetensors").is_file()
+    assert one["detail"]["vlm_calls"] == four["detail"]["vlm_calls"] == 1
+    # both LRs are below the VLM resize rule's minimum pixel count: the same image tokens
+    assert 0 < one["detail"]["vlm_TFLOP"] == four["detail"]["vlm_TFLOP"]
+    dit_one = one["TFLOP"] - one["detail"]["vlm_TFLOP"]
+    dit_four = four["TFLOP"] - four["detail"]["vlm_TFLOP"]
+    assert dit_four == pytest.approx(4 * dit_one, rel=0.02)
+    # the tile, not the image, sets the peak: what grows is a few output-size fp32 images (the bicubic input, the
+    # blend's sum and weights), not the networks' activations
+    rgb_gib = 3 * 4 / 2**30  # one fp32 RGB pixel
+    growth = four["peak_GiB"] - one["peak_GiB"]
+    assert 0 <= growth < rgb_gib * (4 * 176**2 - 2 * 96**2)
+
+
 @pytest.mark.slow
 def test_plan_command_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``python -m benchmarks.plan`` on a subset: a real-size FLUX.2 case, a Table 3 row and a measured validation

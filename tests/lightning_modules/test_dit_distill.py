@@ -35,6 +35,7 @@ from models.generators.flux2_backend import Flux2Backend
 from models.lora import LoraConfig
 from models.pretrained import Source
 from onestep_sr.config import load_config
+from condition_spy import spy_on_cached_features
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo" / "strsr_flux2.yaml"
 CONFIG = load_config(DEMO)  # the composed demo config, as the CLI resolves it
@@ -273,26 +274,10 @@ def test_cached_features_replace_the_vlm(losses, tmp_path, monkeypatch) -> None:
     module = build_module(losses, fdl_start=10**6)
     mlp_before = state(module.generator.mlp)
 
-    def no_vlm(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("the VLM ran although features are cached")
-
-    monkeypatch.setattr(VLMCondition, "forward", no_vlm)
-    paths: list[list[str]] = []  # of each training batch
-    seen: list[tuple[list[str], torch.Tensor]] = []  # (batch paths, features the generator was given)
-    encode = module.generator.encode_condition
-
-    def spy(lq: Any, batch_size: int, cond_features: torch.Tensor | None = None) -> torch.Tensor:
-        seen.append((list(paths[-1]), cond_features))
-        return encode(lq, batch_size, cond_features)
-
-    monkeypatch.setattr(module.generator, "encode_condition", spy)
-
-    class Paths(L.Callback):
-        def on_train_batch_start(self, trainer: L.Trainer, module: Any, batch: Any, batch_idx: int) -> None:
-            paths.append(batch["path"])
+    seen, paths = spy_on_cached_features(monkeypatch, module.generator)
 
     recorder = Recorder()
-    trainer(1, [recorder, Paths()]).fit(module, datamodule=datamodule(feature_cache=str(tmp_path / "cache")))
+    trainer(1, [recorder, paths]).fit(module, datamodule=datamodule(feature_cache=str(tmp_path / "cache")))
     assert [w for _, _, w in recorder.steps] == ["d", "g"]
     assert any(not torch.equal(mlp_before[k], v) for k, v in module.generator.mlp.state_dict().items())
     # the features of a batch are the cached ones, on the module's device

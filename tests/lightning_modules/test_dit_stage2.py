@@ -33,6 +33,7 @@ from models.lora import LoraConfig
 from models.pretrained import Source
 from models.resize import bicubic_upsample
 from onestep_sr.config import load_config
+from condition_spy import spy_on_cached_features
 
 CONFIG = load_config(Path(__file__).resolve().parents[2] / "configs" / "demo" / "strsr_flux2.yaml")
 GEN = CONFIG["model"]["init_args"]["generator"]["init_args"]
@@ -243,23 +244,7 @@ def test_feature_cache_replaces_the_vlm_in_stage2(stage1: SimpleNamespace, tmp_p
     assert written > 0
     module = build_module(stage1.path)
 
-    def no_vlm(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("the VLM ran although features are cached")
-
-    monkeypatch.setattr(VLMCondition, "forward", no_vlm)
-    seen: list[tuple[list[str], torch.Tensor | None]] = []  # (batch paths, features given to the condition)
-    paths: list[list[str]] = []
-    encode = module.generator.encode_condition
-
-    def spy(lq: Any, batch_size: int, cond_features: torch.Tensor | None = None) -> torch.Tensor:
-        seen.append((list(paths[-1]), cond_features))
-        return encode(lq, batch_size, cond_features)
-
-    monkeypatch.setattr(module.generator, "encode_condition", spy)
-
-    class Paths(L.Callback):
-        def on_train_batch_start(self, trainer: L.Trainer, module: Any, batch: Any, batch_idx: int) -> None:
-            paths.append(batch["path"])
+    seen, paths = spy_on_cached_features(monkeypatch, module.generator)
 
     recorder = StepRecorder()
     data = SRDataModule(train_dirs=None, crop_size=CROP, batch_size=1, num_workers=0, epoch_length=4,
@@ -267,7 +252,7 @@ def test_feature_cache_replaces_the_vlm_in_stage2(stage1: SimpleNamespace, tmp_p
                         degradation=RealESRGANDegradation(preset="light", scale=4, resize_back=False))
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
-                        limit_val_batches=0, max_steps=CHUNKS, callbacks=[recorder, Paths()])
+                        limit_val_batches=0, max_steps=CHUNKS, callbacks=[recorder, paths])
     trainer.fit(module, datamodule=data)
     assert recorder.steps == ["g", "d"] * CHUNKS
     assert len(seen) == 1  # one condition per image, shared by the stage-1 pass and the N^2 chunks

@@ -49,7 +49,7 @@ def test_x4_demo_predict_is_generator_only_and_exactly_4x(tmp_path: Path, monkey
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend, scales", [("flux2", (8, 4)), ("zimage", (8,))])
+@pytest.mark.parametrize("backend, scales", [("flux2", (8, 4)), ("zimage", (8, 4))])
 def test_dit_stage2_demo_chain(tmp_path: Path, backend: str, scales: tuple[int, ...]) -> None:
     inputs = tmp_path / "inputs"
     inputs.mkdir()

@@ -15,7 +15,8 @@ class GeneratorInference(SRSteps, L.LightningModule):
     """A frozen super-resolver without training parts (no discriminator, no losses, no optimiser).
 
     Subclasses define :attr:`native_scale` (the factor a batch without ``scale`` gets) and :meth:`restore`
-    (``lq`` (B, 3, h, w) [0, 1] -> SR (B, 3, h*s, w*s)); :meth:`check_scale` may refuse a batch's scale. Test,
+    (``lq`` (B, 3, h, w) [0, 1] -> SR (B, 3, h*s, w*s), with the batch's cached ``cond_features`` when it carries
+    them); :meth:`check_scale` may refuse a batch's scale. Test,
     validation and predict batches all go through :meth:`sr_step`: ``{"sr", "gt", "lq", "name"}``, SR float32 in
     [0, 1], computed under ``torch.inference_mode``.
     """
@@ -27,7 +28,8 @@ class GeneratorInference(SRSteps, L.LightningModule):
     def check_scale(self, scale: int) -> None:
         """Raise a ``ValueError`` naming the supported factors if ``scale`` is not one of them."""
 
-    def restore(self, lq: Tensor, scale: int) -> Tensor:
+    def restore(self, lq: Tensor, scale: int, cond_features: Tensor | None = None) -> Tensor:
+        """``cond_features``: a batch's cached condition features (the data pipeline's feature cache), if any."""
         raise NotImplementedError
 
     def forward(self, lq: Tensor) -> Tensor:
@@ -43,5 +45,5 @@ class GeneratorInference(SRSteps, L.LightningModule):
         scale = batch_scale(batch, self.native_scale)
         self.check_scale(scale)
         with torch.inference_mode():
-            sr = self.restore(batch["lq"], scale).float().clamp(0, 1)
+            sr = self.restore(batch["lq"], scale, batch.get("cond_features")).float().clamp(0, 1)
         return {"sr": sr, "gt": batch.get("gt"), "lq": batch["lq"], "name": batch["name"]}

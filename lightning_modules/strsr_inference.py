@@ -94,11 +94,13 @@ class StrSRInference(GeneratorInference):
         z = gen.backend.encode(x, sample=self.latents == "sample")  # (B, C, T/f, T/f)
         return gen.backend.decode(gen.denoise(z, cond))
 
-    def restore(self, lq: Tensor, scale: int) -> Tensor:
-        """(B, 3, h, w) [0, 1] -> (B, 3, h*scale, w*scale) [0, 1]."""
+    def restore(self, lq: Tensor, scale: int, cond_features: Tensor | None = None) -> Tensor:
+        """(B, 3, h, w) [0, 1] -> (B, 3, h*scale, w*scale) [0, 1]; ``cond_features``: cached VLM features of the
+        batch (``data.feature_cache``) instead of running the VLM."""
         gen = self.generator
         b, _, h, w = lq.shape
-        cond = gen.encode_condition(lq, b)  # (B, L, text_dim): the raw LR, once per image, outside the autocast
+        # (B, L, text_dim): the raw LR, once per image, outside the autocast
+        cond = gen.encode_condition(lq, b, cond_features)
         x = pad_to_multiple(bicubic_upsample(lq, scale), gen.pad_multiple)  # (B, 3, H', W')
         with self._autocast(x.device):
             out = tiled_apply(x, lambda t: self.restore_tile(t, cond), tile=self.tile, overlap=self.tile_overlap,

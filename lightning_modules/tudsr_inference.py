@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lightning_modules.sr_steps import batch_scale
 from lightning_modules.inference_base import GeneratorInference
 from models.inference.tudsr import TUDSRPipeline
 from models.pretrained import WeightArg, declare_weights, require_file
@@ -24,8 +22,6 @@ from models.pretrained import WeightArg, declare_weights, require_file
                        how="train stage 2 (python main.py fit --config configs/stage2.yaml, or configs/demo/stage2.yaml; "
                            "on the DiT: configs/strsr_stage2_flux2.yaml) and point this key at its "
                            "runs/<run>/version_<N>/export/stage2.safetensors"))
-
-
 class TUDSRInference(GeneratorInference):
     """x -> up xM -> G(adapter 1, t1) -> bilinear xN -> G(adapter 2, t2); x4 = M2N2, x8 = M4N2.
 
@@ -94,7 +90,7 @@ class TUDSRInference(GeneratorInference):
 
     @property
     def generator(self) -> nn.Module:
-        """The pipeline's ``OneStepSDGenerator`` (both adapters loaded)."""
+        """The pipeline's generator (UNet or DiT, both adapters loaded)."""
         return self.pipeline.generator
 
     @property
@@ -114,11 +110,3 @@ class TUDSRInference(GeneratorInference):
         """(B, 3, h, w) [0, 1] -> (B, 3, h*scale, w*scale) [0, 1] with ``scale`` = :attr:`native_scale`."""
         self.check_scale(scale)
         return self.pipeline(lq, cond_features=cond_features)
-
-    def sr_step(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """The shared step, with the batch's cached VLM features (``cond_features``) when it carries them."""
-        scale = batch_scale(batch, self.native_scale)
-        self.check_scale(scale)
-        with torch.inference_mode():
-            sr = self.restore(batch["lq"], scale, batch.get("cond_features")).float().clamp(0, 1)
-        return {"sr": sr, "gt": batch.get("gt"), "lq": batch["lq"], "name": batch["name"]}

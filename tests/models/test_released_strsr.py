@@ -305,3 +305,22 @@ def test_released_layout_keys_and_round_trip(released, tmp_path) -> None:
         load_released(OneStepDiTGenerator(_backend("flux2", "fp32"), _condition(False), lora=None), tmp_path / RELEASED_LORA_FILE)
     with pytest.raises(RuntimeError, match="does not match"):
         load_released(OneStepDiTGenerator(_backend("zimage", "fp32"), _condition(False), lora=None), src.folder)
+
+
+def test_cached_features_replace_the_vlm(released, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A predict / test batch that carries the data pipeline's cached VLM features (``cond_features``) gives the
+    output of the live VLM, and the VLM does not run."""
+    ours = _ours("flux2", False, released["flux2", False].folder, "fp32", latents="mode")
+    lq = _lq(9)
+    with torch.no_grad():
+        live = ours.predict_step({"lq": lq, "name": ["a"]}, 0)["sr"]
+        features = ours.generator.condition(lq, 1)  # (1, L, VLM width): what datamodules.precompute stores
+
+    def no_vlm(*args, **kwargs):
+        raise AssertionError("the VLM ran although the batch carries cached features")
+
+    monkeypatch.setattr(VLMCondition, "forward", no_vlm)
+    cached = ours.predict_step({"lq": lq, "name": ["a"], "cond_features": features}, 0)["sr"]
+    torch.testing.assert_close(cached, live, rtol=0, atol=0)
+    with pytest.raises(AssertionError, match="the VLM ran"):
+        ours.predict_step({"lq": lq, "name": ["a"]}, 0)

@@ -44,3 +44,29 @@ def test_train_export_predict_gives_the_trained_modules_output(tmp_path: Path, m
         up.module.generator.set_adapter(None)
         bare = up(lq)
     assert (bare - ref).abs().max().item() > 1e-4
+
+
+def test_predict_and_test_run_generator_only_on_the_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``main.py predict`` and ``main.py test`` with configs/demo/predict_strsr_flux2.yaml on a demo export: x4 PNGs,
+    and a reproduction report beside the StrSR-F rows of the paper."""
+    from PIL import Image
+
+    from onestep_sr.cli import cli_main
+
+    monkeypatch.chdir(tmp_path)
+    cli = cli_main(["--config", str(ROOT / "configs/demo/strsr_flux2.yaml")], run=False)
+    cli.model.generator.export_adapter(tmp_path / "runs/demo_strsr_flux2/version_0/export/strsr.safetensors")
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (13, 9), (200, 80, 40)).save(tmp_path / "photos/a.png")
+    config = str(ROOT / "configs/demo/predict_strsr_flux2.yaml")
+    quiet = ["--trainer.enable_progress_bar", "false"]
+    cli_main(["predict", "--config", config, "--data.predict_dir", "photos", *quiet])
+    assert Image.open("runs/demo_predict_strsr_flux2/predict_0/predictions/a.png").size == (52, 36)
+    cli_main(["test", "--config", config, "--config", str(ROOT / "configs/demo/test_benchmarks.yaml"),
+              "--data.test_sets", "[{name: demo_x4, demo: true, scale: 4, max_images: 1}]", *quiet])
+    report = (tmp_path / "runs/demo_predict_strsr_flux2/test_0/eval/test/demo_x4/report.md").read_text()
+    assert report.startswith("# demo_x4 x4 (compared as the papers' RealSR): ours vs StrSR-F")
+    assert "## StrSR Table 2, row StrSR - F, RealSR, x4" in report  # the row as the paper prints it
+    psnr = next(line for line in report.splitlines() if line.startswith("| PSNR ↑ (`psnr_rgb`) |"))
+    ours, paper, diff = (float(v) for v in psnr.split("|")[2:5])
+    assert paper == 23.77 and diff == pytest.approx(ours - paper, abs=0.011)

@@ -163,7 +163,7 @@ def run(dry_run: bool = False, only: tuple[str, ...] = ("train", "infer", "degra
             rows += new
     if "infer" in only:
         adapter = adapter or plan.stage1_adapter(Case("a", "stage1.yaml", 64, real=not dry_run), workdir)
-        for case in filter(wanted, plan.INFER_CASES):
+        for case in filter(wanted, plan.TABLE3_CASES):
             rows.append(check_inference(case, device, workdir, adapter, dry_run))
     if "degradation" in only:
         rows.append(check_degradation(device, dry_run))

@@ -53,8 +53,8 @@ from benchmarks.meta_device import LiveBytes, SavedBytes, TargetDevice, storage_
 from benchmarks.plan_model import MFU, VLMStandIn, fsdp_peak, fsdp_split, network_params, seconds, zero_adapter_file
 from benchmarks.step_meter import attach_trainer, build_module, run_batches, synthetic_batch
 
-__all__ = ["Case", "TRAIN_CASES", "INFER_CASES", "VALIDATION_CASES", "plan_training", "plan_inference",
-           "validate", "main"]
+__all__ = ["Case", "TRAIN_CASES", "TABLE3_CASES", "INFER_CASES", "VALIDATION_CASES", "plan_training",
+           "plan_inference", "validate", "main"]
 
 GIB = 2**30
 CONFIGS = ROOT / "configs"
@@ -89,8 +89,10 @@ TRAIN_CASES = (
     Case("FLUX.2 stage2 2048=4x1024 liveVLM GC", "strsr_stage2_flux2.yaml", 2048),
     Case("Z-Image stage2 2048=4x1024 cached GC", "strsr_stage2_zimage.yaml", 2048, cached=True),
 )
+#: TUDSR Table 3's inference settings (also timed by :mod:`benchmarks.gpu_check`)
+TABLE3_CASES = tuple(Case(f"x{s} {n}->{n * s}", f"predict_x{s}.yaml", n) for n in (128, 256) for s in (4, 8))
 INFER_CASES = (
-    *(Case(f"x{s} {n}->{n * s}", f"predict_x{s}.yaml", n) for n in (128, 256) for s in (4, 8)),
+    *TABLE3_CASES,
     # StrSR (released weights or our export; 1024 px tiles): one tile, then 3 x 3 tiles
     Case("StrSR-F x4 256->1024", "predict_strsr_flux2.yaml", 256),
     Case("StrSR-F x4 512->2048", "predict_strsr_flux2.yaml", 512),

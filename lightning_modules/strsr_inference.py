@@ -12,7 +12,6 @@ from torch import Tensor
 from lightning_modules.inference_base import GeneratorInference
 from models.generators.dit_onestep import OneStepDiTGenerator
 from models.generators.released_strsr import is_released_layout, load_released, released_paths
-from models.inference.tiling import pad_to_multiple, tiled_apply
 from models.pretrained import MissingWeightsError, WeightArg, check_weight_file, declare_weights
 from models.resize import bicubic_upsample
 
@@ -88,24 +87,17 @@ class StrSRInference(GeneratorInference):
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
-    def restore_tile(self, x: Tensor, cond: Tensor) -> Tensor:
-        """One tile (B, 3, T, T) [0, 1] -> (B, 3, T, T), unclamped: encode, one step at sigma, decode."""
-        gen = self.generator
-        z = gen.backend.encode(x, sample=self.latents == "sample")  # (B, C, T/f, T/f)
-        return gen.backend.decode(gen.denoise(z, cond))
-
     def restore(self, lq: Tensor, scale: int, cond_features: Tensor | None = None) -> Tensor:
         """(B, 3, h, w) [0, 1] -> (B, 3, h*scale, w*scale) [0, 1]; ``cond_features``: cached VLM features of the
         batch (``data.feature_cache``) instead of running the VLM."""
         gen = self.generator
-        b, _, h, w = lq.shape
         # (B, L, text_dim): the raw LR, once per image, outside the autocast
-        cond = gen.encode_condition(lq, b, cond_features)
-        x = pad_to_multiple(bicubic_upsample(lq, scale), gen.pad_multiple)  # (B, 3, H', W')
-        with self._autocast(x.device):
-            out = tiled_apply(x, lambda t: self.restore_tile(t, cond), tile=self.tile, overlap=self.tile_overlap,
-                              weight=self.blend)
-        return out.float()[..., : h * scale, : w * scale].clamp(0, 1)  # clamped after blending, as released
+        cond = gen.encode_condition(lq, lq.shape[0], cond_features)
+        lq_up = bicubic_upsample(lq, scale)  # (B, 3, h*scale, w*scale), float32
+        with self._autocast(lq.device):  # reflect pad -> tiles -> blend -> crop -> clamp
+            out = gen.tiled_restore(lq_up, cond, tile=self.tile, overlap=self.tile_overlap, weight=self.blend,
+                                    sample=self.latents == "sample")
+        return out.float()
 
 
 def load_weights(generator: OneStepDiTGenerator, weights: str) -> str:

@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.conditions.adapter_mlp import AdaptiveMLP
 from models.conditions.text import ConditionEncoder
+from models.inference.tiling import pad_to_multiple, tiled_apply
 from models.lora import LORA_WEIGHT_NAME, LoraConfig, add_adapter, adapter_named_parameters, adapter_names
 from models.lora import load_adapter as load_lora_file
 from models.lora import save_adapter, set_trainable
@@ -101,16 +101,6 @@ def resolve_lora_targets(model: nn.Module, suffixes: list[str] | tuple[str, ...]
     if not names:
         raise ValueError(f"no Linear layer of {type(model).__name__} matches the LoRA targets {list(suffixes)}")
     return names
-
-
-def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Reflect-pad right/bottom to multiples of ``multiple`` (replicate where reflection is too short)."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 class OneStepDiTGenerator(nn.Module):
@@ -220,14 +210,19 @@ class OneStepDiTGenerator(nn.Module):
         v = self.backend.velocity(z, cond, s)
         return z.float() - s * v
 
-    def restore(self, lq_up: Tensor, cond: Tensor, clamp: bool | None = None, sigma: float | None = None) -> Tensor:
+    def restore(self, lq_up: Tensor, cond: Tensor, clamp: bool | None = None, sigma: float | None = None,
+                sample: bool | None = None) -> Tensor:
         """SR of ``lq_up`` (B, 3, H, W) [0, 1] given condition tokens (B, L, text_dim) -> (B, 3, H, W), clamped to
         [0, 1] when ``clamp`` (default: in eval mode, or in training with ``clamp_train``). ``sigma``: the flow
-        time of this pass (default: the generator's ``sigma``; the twice-upsampling passes give theirs)."""
+        time of this pass (default: the generator's ``sigma``; the twice-upsampling passes give theirs).
+        ``sample``: encode with ``latent_dist.sample()`` instead of the mode (default: in training mode with
+        ``sample_latents``; the released StrSR inference samples)."""
         h, w = lq_up.shape[-2:]
-        x = _pad_to_multiple(lq_up, self.pad_multiple)
+        x = pad_to_multiple(lq_up, self.pad_multiple)
+        if sample is None:
+            sample = self.training and self.sample_latents
         with torch.no_grad():  # frozen encoder, no gradient to the input needed
-            z = self.backend.encode(x, sample=self.training and self.sample_latents)
+            z = self.backend.encode(x, sample=sample)
         out = self.backend.decode(self.denoise(z, cond, sigma))[..., :h, :w]
         if clamp is None:
             clamp = self.clamp_train or not self.training
@@ -241,20 +236,19 @@ class OneStepDiTGenerator(nn.Module):
         return self.restore(lq_up, self.encode_condition(lq, lq_up.shape[0], cond_features), sigma=sigma)
 
     def tiled_restore(self, lq_up: Tensor, cond: Tensor, tile: int = 1024, overlap: int = 64,
-                      sigma: float | None = None, weight: str = "linear") -> Tensor:
+                      sigma: float | None = None, weight: str = "linear", sample: bool | None = None) -> Tensor:
         """Inference on large images with precomputed condition tokens (B, L, text_dim), shared by every tile:
         ``tile`` x ``tile`` pixel tiles (``overlap`` shared pixels) of ``lq_up`` (B, 3, H, W) [0, 1], restored at
         ``sigma`` with the active adapter, blended (``weight``: linear feather, or ``feather``, the released mask of
         jkwang28/StrSR ``test_flux.py``) and clamped after blending -> (B, 3, H, W) [0, 1]. An input that fits one
-        tile is restored whole (bit-identical to :meth:`restore` with ``clamp=True``)."""
-        from models.inference.tiling import tiled_apply
-
+        tile is restored whole (bit-identical to :meth:`restore` with ``clamp=True``). ``sample``: as in
+        :meth:`restore`, per tile."""
         if tile % self.pad_multiple:
             raise ValueError(f"tile={tile} must be a multiple of pad_multiple={self.pad_multiple}")
         h, w = lq_up.shape[-2:]
-        x = _pad_to_multiple(lq_up, self.pad_multiple)  # (B, 3, H', W')
-        out = tiled_apply(x, lambda t: self.restore(t, cond, clamp=False, sigma=sigma), tile=tile, overlap=overlap,
-                          scale=1, weight=weight)
+        x = pad_to_multiple(lq_up, self.pad_multiple)  # (B, 3, H', W')
+        out = tiled_apply(x, lambda t: self.restore(t, cond, clamp=False, sigma=sigma, sample=sample), tile=tile,
+                          overlap=overlap, scale=1, weight=weight)
         return out[..., :h, :w].clamp(0, 1)  # clamped after blending, as the released inference
 
     def tiled_forward(self, lq_up: Tensor, lq: Tensor | None = None, cond_features: Tensor | None = None,

@@ -98,10 +98,3 @@ class DiTStage2Module(Stage2Module):
         return TUDSRPipeline(self.generator, adapter1=self.stage1_name, adapter2=self.generator.adapter_name, m=m,
                              n=self.n, t1=self.sigma1, t2=self.generator.sigma, color_fix="none",
                              pixel_tile=self.tile, pixel_overlap=self.tile_overlap)
-
-    def infer(self, lq: Tensor, scale: int, cond_features: Tensor | None = None) -> Tensor:
-        """Evaluation x(scale) = M x N (M = scale / N) through :class:`TUDSRPipeline`, the generator-only path of
-        ``configs/predict_strsr2_*`` (:class:`~lightning_modules.tudsr_inference.TUDSRInference`)."""
-        if scale % self.n:
-            raise ValueError(f"the batch asks for x{scale}, but stage 2 produces x(M*N) with N = {self.n}")
-        return self.eval_pipeline(scale // self.n)(lq, cond_features=cond_features)

@@ -145,9 +145,10 @@ class Stage2Module(OneStepGANModule):
             del sr_i, terms  # nothing of this chunk's graph outlives the iteration
         return last
 
-    def infer(self, lq: Tensor, scale: int) -> Tensor:
-        """Evaluation: the full twice-upsampling pipeline, x(scale) = M x N with M = scale / N."""
+    def infer(self, lq: Tensor, scale: int, cond_features: Tensor | None = None) -> Tensor:
+        """Evaluation: the full twice-upsampling pipeline (:meth:`eval_pipeline`), x(scale) = M x N with
+        M = scale / N; ``cond_features``: a DiT's cached VLM features of ``lq`` (the SD generator has none)."""
         if scale % self.n:
             raise ValueError(f"the batch asks for x{scale}, but stage 2 produces x(M*N) with N = {self.n}: "
                              f"only multiples of {self.n}")
-        return self.eval_pipeline(scale // self.n)(lq)
+        return self.eval_pipeline(scale // self.n)(lq, cond_features=cond_features)

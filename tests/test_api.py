@@ -15,15 +15,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter is
 
 
 @pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding the demo chain's exported adapters (from the demo stage-1 generator, seed 0)."""
-    from onestep_sr.cli import cli_main
-
-    folder = tmp_path_factory.mktemp("api")
-    generator = cli_main(["--config", str(ROOT / "configs/demo/stage1.yaml")], run=False).model.generator
-    for stage in ("stage1", "stage2"):
-        generator.export_adapter(folder / f"runs/demo_{stage}/version_0/export/{stage}.safetensors")
-    return folder
+def demo_dir(tmp_path_factory: pytest.TempPathFactory, demo_exports) -> Path:
+    """A folder holding the demo chains' exported adapters (conftest ``demo_exports``)."""
+    return demo_exports(tmp_path_factory.mktemp("api"))
 
 
 @pytest.fixture(scope="module")
@@ -99,15 +93,11 @@ def test_x8_overrides_and_missing_weights(demo_dir: Path, monkeypatch: pytest.Mo
         Upscaler.from_config(DEMO_X4, overrides=["--model.init_args.adapter1", "missing.safetensors"])
 
 
-def test_strsr_demo_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_strsr_demo_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_exports) -> None:
     """StrSR through the API: the generator-only demo config with the export of the demo StrSR generator."""
     from models.errors import UserError
     from onestep_sr import Upscaler
-    from onestep_sr.cli import cli_main
-
-    monkeypatch.chdir(tmp_path)
-    generator = cli_main(["--config", str(ROOT / "configs/demo/strsr_flux2.yaml")], run=False).model.generator
-    generator.export_adapter(tmp_path / "runs/demo_strsr_flux2/version_0/export/strsr.safetensors")
+    monkeypatch.chdir(demo_exports(tmp_path))  # the demo StrSR generator's export where the config looks for it
     demo = ROOT / "configs/demo/predict_strsr_flux2.yaml"
     up = Upscaler.from_config(demo, overrides={"model.init_args.latents": "mode"})  # deterministic
     photo = _photo()

@@ -17,7 +17,8 @@ import torch
 import yaml
 
 from onestep_sr.cli import cli_main
-from onestep_sr.config import COMPOSE_KEY, expand_config, load_config
+from onestep_sr.config import COMPOSE_KEY, expand_config
+from parsed_configs import load_config  # each repository config parsed once per session
 from models.pretrained import MissingWeightsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +78,7 @@ MODEL_RUNS = [p for p in RUNS if not is_fragment(p)]
 @functools.cache
 def resolved(run: Path) -> dict[str, Any]:
     """(dotted key -> value) of the config ``run`` resolves to (no subcommand)."""
-    return dict(walk(load_config(run)))
+    return dict(walk(load_config(*configs_of(run))))
 
 
 def composed_by(run: Path) -> set[Path]:
@@ -141,17 +142,41 @@ def walk(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return items
 
 
+def configs_of(path: Path) -> list[Path]:
+    """The config files ``path`` is parsed with (see :func:`command_line`)."""
+    return [Path(arg) for arg in command_line(path)[2::2]]
+
+
 @pytest.mark.parametrize("path", RUNS, ids=rel)
-def test_config_parses_and_prints(path: Path, capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        cli_main([*command_line(path), "--print_config"])  # prints and exits before anything is instantiated
-    assert exit_info.value.code in (0, None)
-    printed = yaml.safe_load(capsys.readouterr().out)
+def test_config_parses(path: Path) -> None:
+    """The run file, with what its usage line layers it on, resolves through the project's CLI parser (as
+    ``--print_config`` prints it: ``test_print_config_prints_what_the_parser_resolves``), every value written in
+    the file itself unchanged."""
+    printed = load_config(*configs_of(path))
     given = yaml.safe_load(path.read_text())
     given.pop(COMPOSE_KEY, None)  # the composed parts are checked below, the file's own keys here
     assert_subset(given, printed, rel(path))
     if not is_fragment(path):
         assert printed["model"]["class_path"].startswith("lightning_modules.")
+
+
+# one run file of each kind: TUDSR fit, TUDSR predict, a test-set fragment (``test``), StrSR fit and predict
+PRINTED = ["configs/stage2.yaml", "configs/demo/predict_x8.yaml", "configs/test_benchmarks.yaml",
+           "configs/strsr_zimage.yaml", "configs/demo/predict_strsr2_x4_flux2.yaml"]
+
+
+@pytest.mark.parametrize("name", PRINTED)
+def test_print_config_prints_what_the_parser_resolves(name: str, capsys: pytest.CaptureFixture) -> None:
+    """``main.py <subcommand> --config ... --print_config`` (the usage line's subcommand) prints the config the
+    parser resolves, the subcommand's own options beside it, and writes nothing."""
+    path = ROOT / name
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([*command_line(path), "--print_config"])  # prints and exits before anything is instantiated
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    resolved_config = load_config(*configs_of(path))
+    assert {k: v for k, v in printed.items() if k in resolved_config} == resolved_config
+    assert set(printed) - set(resolved_config) >= {"ckpt_path"}
     assert not Path("runs").exists()  # printing writes nothing
 
 

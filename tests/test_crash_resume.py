@@ -29,7 +29,7 @@ from datamodules.datasets import EpochSampler
 from datamodules.resume_state import (
     degradation_state_dict, fold_seed, load_degradation_state_dict, load_sampler_state_dict,
 )
-from onestep_sr.config import load_config
+from parsed_configs import load_config  # each repository config parsed once per session
 from plugins.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from onestep_sr.config import load_config
+from parsed_configs import load_config  # each repository config parsed once per session
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent

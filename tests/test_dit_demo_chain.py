@@ -25,12 +25,10 @@ TRAINING_PARTS = ("Discriminator", "VGG", "LPIPS", "FDL", "DISTS", "ConvNeXt", "
 
 
 @pytest.mark.filterwarnings("ignore:LightningCLI's args parameter is intended")
-def test_x4_demo_predict_is_generator_only_and_exactly_4x(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)  # the config's relative adapter paths resolve in this (empty) folder
-    # the demo chain's two exports, written from the demo StrSR generator (same seed, same base weights)
-    generator = cli_main(["--config", str(CONFIGS / "strsr_flux2.yaml")], run=False).model.generator
-    generator.export_adapter(tmp_path / "runs/demo_strsr_flux2/version_0/export/strsr.safetensors")
-    generator.export_adapter(tmp_path / "runs/demo_strsr_stage2_flux2/version_0/export/stage2.safetensors")
+def test_x4_demo_predict_is_generator_only_and_exactly_4x(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        demo_exports) -> None:
+    # the config's relative adapter paths: the demo chain's two exports (from the demo StrSR generator)
+    monkeypatch.chdir(demo_exports(tmp_path))
     model = cli_main(["--config", str(CONFIGS / "predict_strsr2_x4_flux2.yaml")], run=False).model
     assert type(model) is TUDSRInference and [name for name, _ in model.named_children()] == ["pipeline"]
     assert type(model.pipeline) is TUDSRPipeline and type(model.generator) is OneStepDiTGenerator

@@ -1,8 +1,9 @@
 """The first hour of a new user, through ``main.py`` as they run it: the console of a demo fit, the run folder and
 its files, every mistake as one ``error:`` line with exit status 2, all missing weights in one message.
 
-The console tests run ``python main.py`` as a subprocess (what a user sees, warnings and library logs included);
-the error tests call ``main()`` in this process with the user's command line in ``sys.argv``.
+The console tests run ``python main.py`` as a subprocess (what a user sees, warnings and library logs included) and
+are in the slow set; the error, predict and test checks call ``main()`` / ``cli_main`` in this process, the user's
+command line in ``sys.argv``, on the demo chain's exports (conftest ``demo_exports``).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def one_error_line(err: str) -> str:
 @pytest.fixture(scope="module")
 def demo_fit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """Two generator updates of the demo stage 1 (validation interval 20 batches), from a folder that holds the
-    user's own ``config.yaml``, under umask 022."""
+    user's own ``config.yaml``, under umask 022. A subprocess (about 15 s): the tests that read it are slow."""
     cwd = tmp_path_factory.mktemp("first_hour")
     (cwd / "config.yaml").write_text("# my own commented config\n")
     result = run_main(["fit", "--config", str(DEMO / "stage1.yaml"), "--trainer.max_steps", "2",
@@ -65,6 +66,7 @@ def demo_fit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess
     return cwd, result
 
 
+@pytest.mark.slow
 def test_progress_line_counts_generator_updates_with_losses_and_speed(demo_fit) -> None:
     _, result = demo_fit
     out = result.stdout
@@ -75,6 +77,7 @@ def test_progress_line_counts_generator_updates_with_losses_and_speed(demo_fit) 
     assert "Epoch" not in out and "/-2" not in out and "v_num" not in out
 
 
+@pytest.mark.slow
 def test_library_chatter_is_silenced(demo_fit) -> None:
     _, result = demo_fit
     text = result.stdout + result.stderr
@@ -98,12 +101,14 @@ def test_filters_drop_library_warnings_by_origin_and_keep_ours() -> None:
                                                               ("skipped 3 unreadable images", "x.py")]
 
 
+@pytest.mark.slow
 def test_demo_validates_at_its_last_step_even_off_the_interval(demo_fit) -> None:
     cwd, result = demo_fit
     assert result.stdout.count("validated at step") == 1 and "validated at step 2:" in result.stdout
     assert (cwd / "runs/demo_stage1/version_0/eval/val/summary.md").is_file()
 
 
+@pytest.mark.slow
 def test_run_ends_with_one_line_per_output(demo_fit) -> None:
     cwd, result = demo_fit
     tail = result.stdout.split("outputs of this run (runs/demo_stage1/version_0):\n", 1)[1].splitlines()
@@ -116,6 +121,7 @@ def test_run_ends_with_one_line_per_output(demo_fit) -> None:
         assert (cwd / path).is_file(), kinds[kind]
 
 
+@pytest.mark.slow
 def test_run_folder_holds_everything_and_the_working_directory_nothing(demo_fit) -> None:
     cwd, _ = demo_fit
     run = cwd / "runs/demo_stage1/version_0"
@@ -125,6 +131,7 @@ def test_run_folder_holds_everything_and_the_working_directory_nothing(demo_fit)
     assert sorted(p.name for p in cwd.iterdir() if p.name != "hf") == ["config.yaml", "runs"]
 
 
+@pytest.mark.slow
 def test_files_get_the_umask_mode_a_team_can_share(demo_fit) -> None:
     cwd, _ = demo_fit
     files = [p for p in (cwd / "runs").rglob("*") if p.is_file()]
@@ -149,6 +156,7 @@ def test_umask_002_gives_group_writable_exports(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "a.safetensors").stat().st_mode) == 0o664
 
 
+@pytest.mark.slow
 def test_model_card_beside_the_adapter(demo_fit) -> None:
     cwd, _ = demo_fit
     export = cwd / "runs/demo_stage1/version_0/export"
@@ -157,7 +165,7 @@ def test_model_card_beside_the_adapter(demo_fit) -> None:
     assert "tiny random-initialised architecture" in card and "photos bundled with scikit-image" in card
     assert "preset `light`" in card and "LoRA rank 8" in card
     digest = hashlib.sha256((export / "stage1.safetensors").read_bytes()).hexdigest()
-    assert f"| `stage1.safetensors` |" in card and digest in card
+    assert "| `stage1.safetensors` |" in card and digest in card
     assert re.search(r"\| demo/psnr_y_basicsr \| \d+\.\d{4} \|", card), card  # validated before the export
     assert "{" not in card.split("---", 2)[2]  # every template field filled
 
@@ -190,17 +198,16 @@ def test_resume_continues_the_same_run_and_a_new_run_gets_a_new_folder(demo_fit,
 
 
 # --------------------------------------------------------------------------------------- predict and test
-def test_predict_and_test_write_into_their_own_run_folders(demo_fit, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_predict_and_test_write_into_their_own_run_folders(demo_exports, tmp_path: Path, monkeypatch, capsys) -> None:
     """No ``./config.yaml`` (an existing one is kept), PNGs in ``predict_<N>/predictions`` (printed), tables in
     ``test_<N>/eval``; a second predict gets ``predict_1``."""
     from PIL import Image
 
-    source, _ = demo_fit
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(demo_exports(tmp_path))  # runs/demo_stage1/version_0/export/stage1.safetensors and stage 2's
     (tmp_path / "config.yaml").write_text("# mine\n")
     (tmp_path / "photos").mkdir()
     Image.new("RGB", (12, 10), (200, 80, 40)).save(tmp_path / "photos/a.png")
-    stage1_only = ["--model.init_args.adapter1", str(source / "runs/demo_stage1/version_0/export/stage1.safetensors"),
+    stage1_only = ["--model.init_args.adapter1", "runs/demo_stage1/version_0/export/stage1.safetensors",
                    "--model.init_args.adapter2", "null", "--model.init_args.pipeline", "{init_args: {adapter2: null}}",
                    "--trainer.enable_progress_bar", "false"]
     for n in range(2):
@@ -243,7 +250,7 @@ def test_missing_weights_are_listed_at_once_with_the_hf_commands(monkeypatch, ca
 
 def test_weights_in_the_hub_cache_are_found_offline(monkeypatch, tmp_path: Path) -> None:
     """A hub-cache snapshot with four of SD2.1's five subfolders: only the fifth is reported."""
-    from onestep_sr.config import load_config
+    from parsed_configs import load_config  # each repository config parsed once per session
     from onestep_sr.preflight import find_requirements, missing_requirements
 
     repo = tmp_path / "hf/hub/models--sd2-community--stable-diffusion-2-1-base"
@@ -300,9 +307,9 @@ def test_bad_config_value_names_its_class(monkeypatch, capsys, tmp_path: Path) -
     assert code == 2 and "lightning_modules.stage1.Stage1Module" in line and "accumulate must be >= 1" in line
 
 
-def test_unreadable_adapter_and_chunk_size_that_does_not_divide_the_crop(demo_fit, monkeypatch, capsys,
+def test_unreadable_adapter_and_chunk_size_that_does_not_divide_the_crop(demo_exports, monkeypatch, capsys,
                                                                           tmp_path: Path) -> None:
-    source, _ = demo_fit
+    source = demo_exports(tmp_path / "exports")
     monkeypatch.chdir(tmp_path)
     broken = tmp_path / "stage1.safetensors"
     broken.write_bytes(b"\x00" * 64)

@@ -13,8 +13,11 @@ overrides (plus stage 2's chunk, the crop's counterpart). What proves what:
   depth, stage 2 on stage 1's export, predict on both exports.
 
 Values a tiny model cannot keep are named, and asserted where a ratio survives, in
-``test_the_tiny_models_keep_the_real_constraints``. The recipe values (LoRA rank 256 / 32, head widths, learning rates, tiles, prompt) are the
-real configs' own, untouched.
+``test_the_tiny_models_keep_the_real_constraints``. The recipe values (LoRA rank 256 / 32, head widths, learning
+rates, tiles, prompt) are the real configs' own, untouched.
+
+The ``python main.py`` runs (subprocesses, a few seconds of start-up each) are in the slow set; the cache's
+contents and its loading through the preflight check and timm's layout are checked in the default set.
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ def test_the_tiny_models_keep_the_real_constraints() -> None:
 
 def test_the_cache_holds_every_component_the_real_configs_name(hub: dict, monkeypatch) -> None:
     """The preflight check of the command line (hub cache + local files) finds nothing missing in the cache."""
-    from onestep_sr.config import load_config
+    from parsed_configs import load_config  # each repository config parsed once per session
     from onestep_sr.preflight import find_requirements, missing_requirements
 
     monkeypatch.setenv("HF_HUB_CACHE", str(hub["cache"]))
@@ -155,6 +158,7 @@ def stage2(hub: dict, stage1: Path) -> Path:
     return exported(hub, "stage2", "stage2")
 
 
+@pytest.mark.slow
 def test_stage1_fits_one_step(stage1: Path) -> None:
     from safetensors.torch import load_file
 
@@ -164,13 +168,15 @@ def test_stage1_fits_one_step(stage1: Path) -> None:
     assert ranks == {32}  # the real config's rank
 
 
+@pytest.mark.slow
 def test_stage2_fits_one_step_on_the_stage1_export(stage2: Path) -> None:
     from safetensors.torch import load_file
 
     assert stage2.is_file() and load_file(str(stage2))
 
 
-@pytest.mark.parametrize("config", ["predict_x4.yaml", pytest.param("predict_x8.yaml", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["predict_x4.yaml", "predict_x8.yaml"])
 def test_predict_one_image(hub: dict, stage2: Path, config: str) -> None:
     from PIL import Image
 
@@ -198,7 +204,8 @@ def strsr(hub: dict) -> Callable[[str], Path]:
     return fit
 
 
-@pytest.mark.parametrize("backend", ["flux2", pytest.param("zimage", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["flux2", "zimage"])
 def test_strsr_fits_one_step(strsr: Callable[[str], Path], backend: str) -> None:
     from safetensors.torch import load_file
 
@@ -213,8 +220,8 @@ def test_strsr_fits_one_step(strsr: Callable[[str], Path], backend: str) -> None
     assert all(torch.isfinite(v).all() for v in [*state.values(), *mlp.values()])
 
 
-@pytest.mark.parametrize("backend", [pytest.param("flux2", marks=pytest.mark.slow),
-                                     pytest.param("zimage", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["flux2", "zimage"])
 def test_strsr_predict_one_image(hub: dict, strsr: Callable[[str], Path], backend: str) -> None:
     """StrSR inference on the StrSR fit's export (the config's documented ``weights`` override; its default names
     the released folder ``pretrained/StrSR-*``)."""

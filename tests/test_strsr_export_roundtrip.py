@@ -46,16 +46,15 @@ def test_train_export_predict_gives_the_trained_modules_output(tmp_path: Path, m
     assert (bare - ref).abs().max().item() > 1e-4
 
 
-def test_predict_and_test_run_generator_only_on_the_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_and_test_run_generator_only_on_the_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           demo_exports) -> None:
     """``main.py predict`` and ``main.py test`` with configs/demo/predict_strsr_flux2.yaml on a demo export: x4 PNGs,
     and a reproduction report beside the StrSR-F rows of the paper."""
     from PIL import Image
 
     from onestep_sr.cli import cli_main
 
-    monkeypatch.chdir(tmp_path)
-    cli = cli_main(["--config", str(ROOT / "configs/demo/strsr_flux2.yaml")], run=False)
-    cli.model.generator.export_adapter(tmp_path / "runs/demo_strsr_flux2/version_0/export/strsr.safetensors")
+    monkeypatch.chdir(demo_exports(tmp_path))  # the demo StrSR generator's export where the config looks for it
     (tmp_path / "photos").mkdir()
     Image.new("RGB", (13, 9), (200, 80, 40)).save(tmp_path / "photos/a.png")
     config = str(ROOT / "configs/demo/predict_strsr_flux2.yaml")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from models.conditions.vlm import RELEASED_CODE_PROMPT
-from onestep_sr.config import load_config
+from parsed_configs import load_config  # each repository config parsed once per session
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from datamodules.crops import folder_specs
-from onestep_sr.config import load_config
+from parsed_configs import load_config  # each repository config parsed once per session
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "conv_shortcut", "conv", "conv_in", "conv_out"]

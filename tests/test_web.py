@@ -1,4 +1,7 @@
-"""The before/after page (python -m onestep_sr.web) in a real headless Chromium, on the demo config."""
+"""The before/after page (python -m onestep_sr.web) in a real headless Chromium, on the demo config.
+
+In the slow set: the page runs as a subprocess and the browser starts (about 15 s). The refusal rules themselves
+are checked in this process by ``tests/test_web_refusal.py``."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
                        reason="needs a headless Chromium: apt-get install chromium chromium-driver (Debian packages)"),
     pytest.mark.filterwarnings("ignore:LightningCLI's args parameter is intended"),
@@ -39,14 +43,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory, demo_exports) -> Iterator[str]:
     """The page on a free port, started where the demo chain's exported adapters lie (random weights, seed 0)."""
-    from onestep_sr.cli import cli_main
-
-    folder = tmp_path_factory.mktemp("web")
-    generator = cli_main(["--config", str(ROOT / "configs/demo/stage1.yaml")], run=False).model.generator
-    for stage in ("stage1", "stage2"):
-        generator.export_adapter(folder / f"runs/demo_{stage}/version_0/export/{stage}.safetensors")
+    folder = demo_exports(tmp_path_factory.mktemp("web"))
     port = _free_port()
     log = (folder / "server.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "onestep_sr.web", "--port", str(port), "--max-pixels",

@@ -1,6 +1,7 @@
 """Smoke test: each benchmark's ``run(quick=True)`` on CPU returns measured rows with the expected keys.
 
-The settings are shrunk (one stage-1 size, one TUDSR setting) so the file stays well under a minute on a shared CPU.
+The settings are shrunk (one stage-1 size, one TUDSR setting) so the file stays well under a minute on a shared CPU;
+the three benchmark runs (2-5 s each here) are in the slow set, the report's arithmetic in the default one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ def _finite_positive(x: object) -> bool:
     return isinstance(x, float) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow  # a benchmark run
 def test_train_step_quick_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(train_step.SIZES, "demo", {"stage1": (32, 1), "stage2": (64, 1, 32), "dit": (96, 1)})
     rows = train_step.run(("stage1",), device="cpu", size="demo", quick=True)
@@ -32,6 +34,7 @@ def test_train_step_quick_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     assert skipped and all(r["status"] == "skipped" and r["reason"] == "no CUDA" for r in skipped)
 
 
+@pytest.mark.slow  # a benchmark run
 def test_inference_quick_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(inference, "TABLE3", inference.TABLE3[:1])
     monkeypatch.setattr(inference, "run_strsr", lambda *a, **k: [])
@@ -45,6 +48,7 @@ def test_inference_quick_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     assert any(r["status"] == "skipped" and r["reason"] == "no CUDA" for r in rows)
 
 
+@pytest.mark.slow  # a benchmark run
 def test_strsr_tiled_rows() -> None:
     rows = inference.run_strsr("cpu", iters=1, quick=True)
     assert len(rows) == 1 and rows[0]["setting"] == "x4 48->192" and _finite_positive(rows[0]["latency_s"])

@@ -3,6 +3,8 @@
 The real configs build on the meta device through the modules' own code; the meta emulation of a CUDA device
 (autocast casting rules, fused attention, activation-checkpoint recomputation) behaves as specified; the meters
 count what they claim; and a predicted peak matches PyTorch's CPU allocator on a real run of the same module.
+The rows the planner prints (whole G and D updates of several models emulated, 3-16 s each here) are in the slow
+set.
 """
 
 from __future__ import annotations
@@ -204,6 +206,7 @@ def test_predicted_peak_matches_the_cpu_allocator(tmp_path: Path) -> None:
     assert trace["peak_bytes"] == pytest.approx(measured["alloc_peak"], rel=0.05)
 
 
+@pytest.mark.slow  # whole updates emulated on meta, several models
 def test_plan_training_rows(tmp_path: Path) -> None:
     rows = plan.plan_training(plan.VALIDATION_CASES[2], tmp_path)  # demo FLUX.2, cached features
     by = {r["update"]: r for r in rows}
@@ -217,6 +220,7 @@ def test_plan_training_rows(tmp_path: Path) -> None:
     assert g["trainable_M"] > 0 and d["trainable_M"] > 0 and d["act_GiB"] < g["act_GiB"]
 
 
+@pytest.mark.slow  # whole updates emulated on meta, several models
 def test_plan_dit_stage2_per_chunk_rows(tmp_path: Path) -> None:
     """DiT stage 2 (demo FLUX.2, 192 px in 2 x 2 chunks of 96, cached features) from a zero StrSR stage-1 export
     that the planner writes itself: N^2 = 4 G and 4 D updates per image; per update it costs about what a StrSR
@@ -237,6 +241,7 @@ def test_plan_dit_stage2_per_chunk_rows(tmp_path: Path) -> None:
     assert by["D"]["TFLOP"] < stage1["D"]["TFLOP"]  # StrSR's D batch also runs a generator forward
 
 
+@pytest.mark.slow  # whole updates emulated on meta, several models
 def test_plan_strsr_inference_counts_tiles_and_one_vlm_call(tmp_path: Path) -> None:
     """The StrSR predict config (demo size: 96 px tiles, 16 overlap, x4) through ``plan_inference``: a 24 px LR is
     one tile, a 44 px LR (176 px output) 2 x 2 tiles, so the DiT + VAE FLOPs are 4x; the VLM condition runs once

@@ -62,7 +62,7 @@ def _changed(before: dict[str, tuple[float, torch.Tensor]], after: dict[str, tup
 
 def _config(name: str, tmp: Path, crop: int, extra: dict[str, Any]) -> Path:
     from benchmarks.arch import offline, set_all, set_path
-    from onestep_sr.config import load_config
+    from parsed_configs import load_config  # each repository config parsed once per session
 
     cfg = offline(load_config(Path(__file__).resolve().parents[2] / "configs" / name))
     set_all(cfg["model"], "dtype", "fp32")

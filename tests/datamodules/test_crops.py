@@ -133,7 +133,7 @@ def test_single_folder_string_through_the_cli(folders: Path, monkeypatch: pytest
 def test_real_tudsr_and_strsr_data_sections() -> None:
     """The real configs name the papers' folders: TUDSR LSDIR (random crops) + the first 10,000 FFHQ faces
     resized (SeeSR / OMGSR set-up), StrSR LSDIR + the first 60,000 Aesthetic-4K images, centre crops, no flips."""
-    from onestep_sr.config import load_config
+    from parsed_configs import load_config  # each repository config parsed once per session
 
     for run in ("stage1", "stage2"):
         data = load_config(ROOT / f"configs/{run}.yaml")["data"]

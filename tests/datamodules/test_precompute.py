@@ -15,7 +15,7 @@ from datamodules.precompute import (
     MANIFEST, build_condition, cache_tag, condition_section, main, open_cache, precompute, training_images,
 )
 from models.conditions import VLMCondition
-from onestep_sr.config import load_config
+from parsed_configs import load_config  # each repository config parsed once per session
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo" / "strsr_flux2.yaml"
 CONFIG = load_config(DEMO)  # merged (composed) config, as the CLI sees it

@@ -34,7 +34,7 @@ from models.generators.dit_onestep import OneStepDiTGenerator
 from models.generators.flux2_backend import Flux2Backend
 from models.lora import LoraConfig
 from models.pretrained import Source
-from onestep_sr.config import load_config
+from parsed_configs import load_config  # each repository config parsed once per session
 from condition_spy import spy_on_cached_features
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo" / "strsr_flux2.yaml"

@@ -32,7 +32,7 @@ from models.inference.tudsr import TUDSRPipeline
 from models.lora import LoraConfig
 from models.pretrained import Source
 from models.resize import bicubic_upsample
-from onestep_sr.config import load_config
+from parsed_configs import load_config  # each repository config parsed once per session
 from condition_spy import spy_on_cached_features
 
 CONFIG = load_config(Path(__file__).resolve().parents[2] / "configs" / "demo" / "strsr_flux2.yaml")

@@ -30,7 +30,7 @@ from models.discriminators.multilevel import DINOv3Discriminator
 from models.generators.sd_onestep import OneStepSDGenerator
 from models.lora import LoraConfig
 from models.pretrained import Source
-from onestep_sr.config import load_config
+from parsed_configs import load_config  # each repository config parsed once per session
 
 # The tiny architectures of configs/demo/stage1.yaml (VAE factor 4, UNet x2: pixel multiple 8; DINOv3 patch 8).
 _DEMO = load_config(Path(__file__).parents[2] / "configs/demo/stage1.yaml")["model"]["init_args"]

@@ -27,7 +27,7 @@ from models.discriminators.multilevel import DINOv3Discriminator
 from models.generators.sd_onestep import OneStepSDGenerator
 from models.lora import LoraConfig
 from models.pretrained import MissingWeightsError, Source
-from onestep_sr.config import load_config
+from parsed_configs import load_config  # each repository config parsed once per session
 
 # The tiny architectures of configs/demo/stage2.yaml.
 _DEMO = load_config(Path(__file__).parents[2] / "configs/demo/stage2.yaml")["model"]["init_args"]

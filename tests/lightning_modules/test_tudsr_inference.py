@@ -88,16 +88,13 @@ def test_adapter_settings_that_disagree_fail_before_loading(files: tuple[Path, P
 
 
 @pytest.mark.filterwarnings("ignore:LightningCLI's args parameter is intended")
-def test_channels_last_switch_keeps_the_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_channels_last_switch_keeps_the_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               demo_exports) -> None:
     """The inference speed switch changes the memory layout, not the result (configs/demo/predict_x4.yaml)."""
     from onestep_sr.cli import cli_main
 
     root = Path(__file__).resolve().parents[2]
-    monkeypatch.chdir(tmp_path)  # the config's relative adapter paths resolve in this (empty) folder
-    # the demo chain's exported adapters, written into the working folder from the demo stage-1 generator
-    generator = cli_main(["--config", str(root / "configs/demo/stage1.yaml")], run=False).model.generator
-    for stage in ("stage1", "stage2"):
-        generator.export_adapter(tmp_path / f"runs/demo_{stage}/version_0/export/{stage}.safetensors")
+    monkeypatch.chdir(demo_exports(tmp_path))  # the config's relative adapter paths: the demo chain's exports
     base = ["--config", str(root / "configs/demo/predict_x4.yaml")]
     outputs = []
     for flag in ("false", "true"):

@@ -2,11 +2,11 @@
 
 Tiny models on a small CPU box run fastest on one thread (thread start-up dominates), so the default run spreads
 the test files over one worker process per core instead (pytest-xdist, ``-n auto --dist loadfile`` in
-``pyproject.toml``; the number of workers is chosen in :func:`pytest_xdist_auto_num_workers` below). The perceptual losses are
-frozen and hold no state that training changes, so one instance per session serves every module that trains with
-them; they use a 1/8-width random VGG (``config={"width": 0.125}``, see ``losses/vgg.py``), the same code as the
-real trunk at a fraction of the cost. Tests of the real trunk's layout build their own.
-"""
+``pyproject.toml``; :func:`pytest_xdist_auto_num_workers` below picks the number). The perceptual losses are frozen
+and hold no state that training changes, so one instance per session serves every module that trains with them;
+they use a 1/8-width random VGG (``config={"width": 0.125}``, see ``losses/vgg.py``), the same code as the real
+trunk at a fraction of the cost. Tests of the real trunk's layout build their own. The demo chains' exported
+adapters are written once per session too (``demo_exports``)."""
 
 import os
 import shutil

@@ -2,8 +2,8 @@
 its files, every mistake as one ``error:`` line with exit status 2, all missing weights in one message.
 
 The console tests run ``python main.py`` as a subprocess (what a user sees, warnings and library logs included) and
-are in the slow set; the error, predict and test checks call ``main()`` / ``cli_main`` in this process, the user's
-command line in ``sys.argv``, on the demo chain's exports (conftest ``demo_exports``).
+are in the slow set. The error tests call ``main()`` in this process with the user's command line in ``sys.argv``;
+the predict / test checks call ``cli_main`` on the demo chains' exports (conftest ``demo_exports``).
 """
 
 from __future__ import annotations

@@ -101,18 +101,23 @@ def resolved_keys(part: Path, runs: list[Path]) -> list[tuple[str, list[Any]]]:
     return out
 
 
+def configs_of(path: Path) -> list[Path]:
+    """The config files ``path`` is parsed with: itself, or for a fragment the full configs its usage line names
+    with it, else the demo stage-1 config below it."""
+    found = usage(path)
+    if not is_fragment(path):
+        return [path]
+    if found and len(found[1]) > 1:
+        return [ROOT / c for c in found[1]]
+    return [BASE, path]
+
+
 def command_line(path: Path) -> list[str]:
-    """Subcommand and configs to parse ``path`` with: its usage line (fragments keep the full configs it names),
-    else ``fit`` (``predict`` for predict_*.yaml), fragments on top of the demo stage-1 config."""
+    """Subcommand and configs to parse ``path`` with: its usage line's subcommand, else ``fit`` (``predict`` for
+    predict_*.yaml), and :func:`configs_of`."""
     found = usage(path)
     command = found[0] if found else ("predict" if path.stem.startswith("predict") else "fit")
-    if not is_fragment(path):
-        configs = [path]
-    elif found and len(found[1]) > 1:
-        configs = [ROOT / c for c in found[1]]
-    else:
-        configs = [BASE, path]
-    return [command] + [arg for c in configs for arg in ("--config", str(c))]
+    return [command] + [arg for c in configs_of(path) for arg in ("--config", str(c))]
 
 
 def assert_subset(given: Any, printed: Any, where: str = "") -> None:
@@ -140,11 +145,6 @@ def walk(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
         for i, v in enumerate(node):
             items += walk(v, f"{prefix}[{i}]")
     return items
-
-
-def configs_of(path: Path) -> list[Path]:
-    """The config files ``path`` is parsed with (see :func:`command_line`)."""
-    return [Path(arg) for arg in command_line(path)[2::2]]
 
 
 @pytest.mark.parametrize("path", RUNS, ids=rel)
